@@ -1,0 +1,24 @@
+# Two commands on a fresh machine (Python >= 3.10): `make demo` and `make test`. Each creates .venv and
+# installs what it needs on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+.PHONY: demo test install clean
+install: $(BIN)/.installed
+
+demo: $(BIN)/.installed  ## train + evaluate on the embedded digits data, print the table (CPU, ~1 min)
+	$(BIN)/python -m lt_kit train --params params/digits_lt.yaml --run-dir runs/demo --overwrite
+
+test: $(BIN)/.installed  ## the whole test suite (CPU; installs Chromium for the browser test if missing)
+	bash scripts/ensure-chromium.sh
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs
