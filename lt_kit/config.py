@@ -108,6 +108,10 @@ def resolve(overrides: dict[str, Any] | None = None, where: str = "") -> dict[st
     dataset = coerce("dataset", overrides.get("dataset", DEFAULTS["dataset"]), where)
     params = {**DEFAULTS, **DATASETS[dataset].recipe, **overrides}
     params = {k: coerce(k, v, where) for k, v in params.items()}
+    from .models import HEADS, list_backbones
+    if params["arch"] not in list_backbones():
+        raise LtKitError(f"unknown arch {params['arch']!r}{where}; valid: {', '.join(list_backbones())}")
+    assert set(HEADS) == set(CHOICES["head"])
     if params["imbalance_ratio"] < 1:
         raise LtKitError(f"imbalance_ratio must be >= 1 (largest/smallest class), got {params['imbalance_ratio']}")
     from .tde import check_alpha

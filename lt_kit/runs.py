@@ -70,8 +70,9 @@ class RunDir:
     def exists(self) -> bool:
         return any((self.path / m).exists() for m in MARKERS)
 
-    def prepare(self, params: dict, *, resume: bool = False, overwrite: bool = False) -> None:
-        """Create the folder for a new run, or check it for ``resume``; never silently clobber a run."""
+    def check(self, params: dict, *, resume: bool = False, overwrite: bool = False) -> None:
+        """Raise if this folder cannot take the run: an earlier run without --resume/--overwrite, nothing to
+        resume, or a resume with other parameters. Writes nothing."""
         if resume:
             if not (self / "checkpoint.pt").is_file():
                 raise LtKitError(f"nothing to resume in {self.path}: no checkpoint.pt (drop --resume to start)")
@@ -81,11 +82,19 @@ class RunDir:
             if changed:
                 raise LtKitError(f"cannot resume {self.path} with different parameters: "
                                  + ", ".join(f"{k}={old.get(k)!r}->{params[k]!r}" for k in changed))
-        elif self.exists():
-            if not overwrite:
-                raise LtKitError(f"{self.path} holds an earlier run; pass --resume to continue it, --overwrite to "
-                                 "replace it, or choose another --run-dir")
-            backup = self.path.with_name(f"{self.path.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        elif self.exists() and not overwrite:
+            raise LtKitError(f"{self.path} holds an earlier run; pass --resume to continue it, --overwrite to "
+                             "replace it, or choose another --run-dir")
+
+    def prepare(self, params: dict, *, resume: bool = False, overwrite: bool = False) -> None:
+        """Create the folder for a new run (an earlier one is moved aside with ``overwrite``), write provenance."""
+        self.check(params, resume=resume, overwrite=overwrite)
+        if not resume and self.exists():
+            stamp, n = time.strftime("%Y%m%d-%H%M%S"), 0
+            backup = self.path.with_name(f"{self.path.name}.replaced-{stamp}")
+            while backup.exists():
+                n += 1
+                backup = self.path.with_name(f"{self.path.name}.replaced-{stamp}-{n}")
             shutil.move(str(self.path), backup)           # overwrite keeps the old run beside the new one
             self.log(f"previous run moved to {backup}")
         self.path.mkdir(parents=True, exist_ok=True)

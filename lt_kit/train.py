@@ -75,14 +75,15 @@ def fit(params: dict, run_dir, *, resume: bool = False, overwrite: bool = False,
     dist = D.setup(device)
     device = D.local_device(device, dist)
     run = RunDir(run_dir)
-    if dist.is_main:
-        run.prepare(params, resume=resume, overwrite=overwrite)
-    D.barrier(dist)
+    run.check(params, resume=resume, overwrite=overwrite)     # refuse before any work, write after the data loads
     torch.manual_seed(params["seed"])
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = params["cudnn_benchmark"]
     data = build_data(params, device, dist.rank, dist.world_size)
     model = build_model(params, len(data.train_counts))
+    if dist.is_main:
+        run.prepare(params, resume=resume, overwrite=overwrite)
+    D.barrier(dist)
     if params["sync_bn"] and dist.enabled:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device, memory_format=torch.channels_last if params["channels_last"] else torch.preserve_format)

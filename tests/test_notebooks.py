@@ -1,0 +1,233 @@
+"""The three notebooks: their form (parameters cell, no code in cells, no outputs), their declared parameters
+against lt_kit's and every preset's, and real papermill runs on the embedded data at smoke size."""
+from __future__ import annotations
+
+import ast
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+import yaml
+
+from lt_kit.config import PARAMS, load_params_file, resolve
+from lt_kit.errors import LtKitError
+from lt_kit.notebook import (DIRECTION_PARAMS, EXPLORER_PARAMS, PATH_PARAMS, TRAIN_ONLY, check_train_parameters,
+                             resolve_path)
+
+ROOT = Path(__file__).resolve().parents[1]
+NB = ROOT / "notebooks"
+NOTEBOOKS = {"train": [*PARAMS, *TRAIN_ONLY], "tde_explorer": list(EXPLORER_PARAMS),
+             "momentum_direction": list(DIRECTION_PARAMS)}
+PRESETS = sorted((ROOT / "params").glob("*.yaml"))
+
+
+def read(name: str):
+    return nbformat.read(NB / f"{name}.ipynb", as_version=4)
+
+
+def parameters_cell(nb):
+    return next(c for c in nb.cells if c.cell_type == "code")
+
+
+def cell_defaults(name: str) -> dict:
+    """The notebook's parameters cell executed on its own: the values a run starts from."""
+    ns: dict = {}
+    exec(parameters_cell(read(name)).source, ns)
+    return {k: v for k, v in ns.items() if k not in ("__builtins__", "Optional")}
+
+
+# --------------------------------------------------------------------------- form
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_form(name):
+    nb = read(name)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", []), "the first code cell must be tagged 'parameters'"
+    for stmt in ast.parse(code[0].source).body:               # flat, typed literals only
+        if isinstance(stmt, ast.ImportFrom) and stmt.module == "typing":
+            continue                                          # Optional, for papermill's annotation parser
+        assert isinstance(stmt, ast.AnnAssign), ast.unparse(stmt)
+        ast.literal_eval(stmt.value)
+    for c in code:
+        assert c.outputs == [] and c.execution_count is None, "commit notebooks without outputs"
+        assert not [n for n in ast.walk(ast.parse(c.source)) if isinstance(n, (ast.FunctionDef, ast.ClassDef,
+                                                                             ast.Lambda))], "no def/class in cells"
+    assert nb.metadata.kernelspec.name == "python3"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_declared_parameters(name):
+    """papermill's own reading of the parameters cell names exactly what lt_kit checks, each with help."""
+    declared = pm.inspect_notebook(str(NB / f"{name}.ipynb"))
+    assert sorted(declared) == sorted(NOTEBOOKS[name]), (
+        "the parameters cell and lt_kit.notebook disagree; add or remove lines in the parameters cell "
+        f"(missing: {sorted(set(NOTEBOOKS[name]) - set(declared))}, extra: {sorted(set(declared) - set(NOTEBOOKS[name]))})")
+    for p in declared.values():
+        assert p["help"], f"{p['name']} has no inline help comment"
+    if name == "train":
+        for key, (_, typ, _) in PARAMS.items():
+            assert typ.__name__ in declared[key]["inferred_type_name"], (key, declared[key])
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_every_preset_uses_declared_parameters_only(preset):
+    declared = pm.inspect_notebook(str(NB / "train.ipynb"))
+    unknown = set(yaml.safe_load(preset.read_text()) or {}) - set(declared)
+    assert not unknown, f"{preset.name} sets {sorted(unknown)}, which train.ipynb does not declare"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_jupytext_pair_in_step(name):
+    jupytext = pytest.importorskip("jupytext")
+    paired = NB / f"{name}.py"
+    if not paired.exists():
+        pytest.skip("no paired .py")
+    py = [(c.cell_type, c.source) for c in jupytext.read(paired).cells]
+    nb = [(c.cell_type, c.source) for c in read(name).cells]
+    assert py == nb, f"notebooks/{name}.py and .ipynb differ: run `jupytext --sync notebooks/{name}.ipynb`"
+
+
+# --------------------------------------------------------------------------- train parameters, in-process
+def test_defaults_are_the_embedded_recipe(tmp_path):
+    ns = {**cell_defaults("train"), "run_dir": str(tmp_path / "run")}
+    job = check_train_parameters(ns)
+    assert job.params == resolve({}) and job.run_dir == tmp_path / "run"
+
+
+def test_dataset_alone_gives_the_reference_cifar10_recipe(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    job = check_train_parameters({**cell_defaults("train"), "dataset": "cifar10_lt"})
+    p = job.params
+    assert (p["arch"], p["head"], p["epochs"], p["batch_size"], p["lr"], p["weight_decay"], p["momentum"]) == \
+        ("resnet32", "causal_norm", 200, 256, 0.2, 5e-4, 0.9)
+    assert (p["schedule"], p["warmup_epochs"], p["milestones"], p["lr_factor"], p["mu"], p["alpha"]) == \
+        ("warmup_multistep", 5, [120, 160], 0.01, 0.9, 1.0)
+    assert (p["imbalance_ratio"], p["subset_seed"], p["data_root"]) == (100.0, 0, str(tmp_path / "data"))
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_a_preset_through_the_notebook_equals_the_cli(preset, tmp_path, monkeypatch):
+    """``-f params/X.yaml``: papermill sets the preset's keys over the cell's defaults."""
+    monkeypatch.chdir(ROOT)
+    values = yaml.safe_load(preset.read_text()) or {}
+    ns = {**cell_defaults("train"), **values, "run_dir": str(tmp_path / "run"),
+          "In": ["", "# Parameters\n" + "\n".join(f"{k} = {v!r}" for k, v in values.items())]}
+    want = resolve(load_params_file(preset))
+    want.update({k: resolve_path(want[k]) for k in PATH_PARAMS if k in want})
+    assert check_train_parameters(ns).params == want
+
+
+def test_train_parameter_errors(tmp_path):
+    ns = {**cell_defaults("train"), "run_dir": str(tmp_path / "run")}
+    with pytest.raises(LtKitError, match=r"unknown notebook parameter 'epoch' \(did you mean 'epochs'\?\)"):
+        check_train_parameters({**ns, "epoch": 3, "In": ["", "# Parameters\nepoch = 3\n"]})
+    with pytest.raises(LtKitError, match="parameter 'epochs'.* must be int, got 'three'"):
+        check_train_parameters({**ns, "epochs": "three"})
+    with pytest.raises(LtKitError, match="'overwrite' must be bool"):
+        check_train_parameters({**ns, "overwrite": "maybe"})
+    with pytest.raises(LtKitError, match="dataset"):
+        check_train_parameters({**ns, "dataset": "mnist"})
+    with pytest.raises(LtKitError, match="either overwrite or resume"):
+        check_train_parameters({**ns, "overwrite": True, "resume": True})
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.json").write_text("{}")
+    with pytest.raises(LtKitError, match="holds an earlier run; set overwrite=True"):
+        check_train_parameters(ns)
+    assert check_train_parameters({**ns, "overwrite": True}).overwrite
+
+
+# --------------------------------------------------------------------------- papermill runs
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory) -> str:
+    """A kernelspec for this interpreter, first on JUPYTER_PATH: the notebooks run in this venv, whatever
+    other 'python3' kernels the machine has."""
+    path = tmp_path_factory.mktemp("jupyter")
+    spec = path / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f",
+                                                           "{connection_file}"],
+                                                  "display_name": "lt_kit test", "language": "python"}))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("JUPYTER_PATH", str(path))
+    mp.setenv("OMP_NUM_THREADS", "2")
+    yield "python3"
+    mp.undo()
+
+
+def execute(name: str, out: Path, kernel: str, **kw):
+    return pm.execute_notebook(str(NB / f"{name}.ipynb"), str(out), kernel_name=kernel, cwd=str(ROOT),
+                               progress_bar=False, **kw)
+
+
+def outputs_text(nb) -> str:
+    return "\n".join(o.get("text", "") + json.dumps(o.get("data", {}).get("text/plain", ""))
+                     for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def assert_no_error(nb):
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            assert o.output_type != "error", f"{o.ename}: {o.evalue}"
+    assert not any(c.metadata.get("papermill", {}).get("exception") for c in nb.cells)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, kernel):
+    """train.ipynb at smoke size (-f params/smoke.yaml), executed by papermill."""
+    tmp = tmp_path_factory.mktemp("nb")
+    run = tmp / "run"
+    params = {**yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text()), "run_dir": str(run)}
+    nb = execute("train", tmp / "train.out.ipynb", kernel, parameters=params)
+    return run, nb
+
+
+def test_train_notebook_writes_the_run(trained):
+    run, nb = trained
+    assert_no_error(nb)
+    assert nb.metadata.papermill.parameters["epochs"] == 3
+    for f in ("params.yaml", "version.json", "checkpoint.pt", "history.json", "features.pt", "log.txt"):
+        assert (run / f).is_file(), f
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_trained"] == 3 and set(metrics["tde"]) >= {"many", "medium", "few", "overall"}
+    assert yaml.safe_load((run / "params.yaml").read_text())["dataset"] == "digits_lt"
+    text = outputs_text(nb)
+    assert "De-confound-TDE (a=1)" in text and f"{100 * metrics['tde']['overall']:.2f}" in text
+    for fig in ("training_curves", "per_class_accuracy"):
+        assert (run / "figures" / f"{fig}.png").read_bytes().startswith(b"\x89PNG")
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) == 2
+
+
+def test_explorer_notebook(trained, tmp_path, kernel):
+    run, _ = trained
+    nb = execute("tde_explorer", tmp_path / "explorer.out.ipynb", kernel, parameters={"run_dir": str(run)})
+    assert_no_error(nb)
+    text = outputs_text(nb)
+    assert "rule of thumb" in text and "best overall accuracy" in text and "median" in text
+    assert "'median_ms'" in text                               # the measured update time is printed
+    for fig in ("tde_sweep", "tde_alpha_panel"):
+        assert (run / "figures" / f"{fig}.png").read_bytes().startswith(b"\x89PNG")
+    # static figures are real image outputs (they render without a widget front end)
+    assert sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])) == 2
+
+
+def test_direction_notebook(trained, tmp_path, kernel):
+    run, _ = trained
+    nb = execute("momentum_direction", tmp_path / "direction.out.ipynb", kernel,
+                 parameters={"run_dir": str(run), "alpha": 2.0})
+    assert_no_error(nb)
+    assert "alpha 2" in outputs_text(nb)
+    for fig in ("direction_alignment", "direction_cos_by_split", "direction_projection", "direction_logit_shift"):
+        assert (run / "figures" / f"{fig}.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"epoch": 3}, r"LtKitError.*unknown notebook parameter 'epoch' \(did you mean 'epochs'\?\)"),
+    ({"batch_size": "big"}, r"LtKitError.*parameter 'batch_size'.*must be int, got 'big'"),
+], ids=["unknown", "ill-typed"])
+def test_bad_parameter_stops_the_notebook(params, message, tmp_path, kernel):
+    with pytest.raises(pm.PapermillExecutionError, match=message):
+        execute("train", tmp_path / "out.ipynb", kernel, parameters={**params, "run_dir": str(tmp_path / "run")})
+    assert not (tmp_path / "run").exists()                    # nothing was trained or written

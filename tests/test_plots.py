@@ -1,0 +1,232 @@
+"""The notebooks' compute and figure functions (lt_kit.plots, lt_kit.explorer) and their parameter checks
+(lt_kit.notebook), on small caches built here. No kernel, no training: seconds in total."""
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from lt_kit import plots
+from lt_kit.errors import LtKitError
+from lt_kit.evaluate import AlphaEvaluator, FeatureCache
+from lt_kit.explorer import AlphaExplorer
+from lt_kit.notebook import (DIRECTION_PARAMS, EXPLORER_PARAMS, base_dir, check_parameters, injected_names,
+                             resolve_path)
+from lt_kit.tde import cos_to_direction, tde_logits
+
+PNG = b"\x89PNG"
+
+
+def make_cache(n_per_class: int = 20, counts=(120, 70, 40, 20, 10, 5), dim: int = 8, heads: int = 2,
+               head: str = "causal_norm", seed: int = 0) -> FeatureCache:
+    """Features = a shared positive 'head bias' + a class signal, like post-ReLU features; the direction is
+    their mean, so TDE has something to remove."""
+    g = torch.Generator().manual_seed(seed)
+    c = len(counts)
+    labels = torch.arange(c).repeat_interleave(n_per_class)
+    centres = torch.randn(c, dim, generator=g)
+    feats = (torch.rand(len(labels), dim, generator=g) + 1.0 + 0.8 * centres[labels]).clamp_min(0)
+    weight = centres + 0.5 * feats.mean(0) * torch.linspace(1, 0, c)[:, None]   # head classes lean on d
+    return FeatureCache(feats, labels, weight, feats.mean(0) * 7, head, heads, 16.0, 1 / 32, list(counts),
+                        [f"c{i}" for i in range(c)], many_threshold=60, few_threshold=15)
+
+
+@pytest.fixture(scope="module")
+def cache() -> FeatureCache:
+    return make_cache()
+
+
+# --------------------------------------------------------------------------- direction maths
+def test_class_alignment_is_the_per_head_cosine_of_weight_and_direction():
+    d = torch.tensor([1.0, 0.0, 0.0, 2.0])                     # head 0: e0, head 1: e1 (after normalising)
+    w = torch.tensor([[3.0, 0.0, 0.0, 1.0],                     # cos 1 in both heads
+                      [-1.0, 0.0, 0.0, -5.0],                   # cos -1 in both
+                      [0.0, 1.0, 0.0, 1.0],                     # head 0: 0, head 1: 1 -> mean 0.5
+                      [0.0, 2.0, 1.0, 0.0]])                    # orthogonal in both
+    c = FeatureCache(torch.zeros(1, 4), torch.zeros(1, dtype=torch.long), w, d, "causal_norm", 2, 16.0, 1 / 32,
+                     [5, 4, 3, 2], list("abcd"))
+    assert np.allclose(plots.class_alignment(c), [1.0, -1.0, 0.5, 0.0], atol=1e-6)
+
+
+def test_sample_cos_and_split_groups(cache):
+    cos = plots.sample_cos(cache)
+    assert np.allclose(cos, cos_to_direction(cache.features, cache.direction, 2).mean(1).numpy())
+    groups = plots.cos_by_split(cache)            # counts (120, 70, 40, 20, 10, 5), many > 60, few < 15
+    assert {k: len(v) for k, v in groups.items()} == {"many": 40, "medium": 40, "few": 40}
+    labels = cache.labels.numpy()
+    assert np.allclose(np.sort(groups["few"]), np.sort(cos[labels >= 4]))
+
+
+def test_cos_by_split_leaves_out_an_empty_split():
+    c = make_cache(counts=(500, 300, 50, 20))    # no class under 15 images: no few-shot split
+    assert set(plots.cos_by_split(c)) == {"many", "medium"}
+
+
+def test_projection_x_is_cos_to_direction_and_points_lie_in_the_unit_disc(cache):
+    p = plots.direction_projection(cache)
+    assert np.allclose(p["x"], plots.sample_cos(cache), atol=1e-5)
+    assert np.all(p["x"] ** 2 + p["y"] ** 2 <= 1 + 1e-5)
+    assert 0 < p["pc_share"] <= 1 and p["y"].std() > 0
+    sub = plots.direction_projection(cache, max_points=25, seed=3)
+    again = plots.direction_projection(cache, max_points=25, seed=3)
+    assert len(sub["x"]) == 25 and np.array_equal(sub["labels"], again["labels"])
+
+
+def test_logit_shift_matches_eq8(cache):
+    s = plots.logit_shift(cache, 1.5)
+    kw = dict(tau=cache.tau, gamma=cache.gamma, num_heads=cache.num_heads)
+    ref0 = tde_logits(cache.features, cache.weight, cache.direction, 0.0, **kw).mean(0).numpy()
+    ref = tde_logits(cache.features, cache.weight, cache.direction, 1.5, **kw).mean(0).numpy()
+    assert np.allclose(s["alpha0"], ref0, atol=1e-5) and np.allclose(s["alpha"], ref, atol=1e-5)
+    shift = s["alpha"] - s["alpha0"]
+    assert shift[0] < shift[-1]               # the head class leans most on d, so it loses most
+    lin = plots.logit_shift(make_cache(head="linear"), 1.5)
+    assert np.allclose(lin["alpha"], lin["alpha0"])        # TDE does not apply to the linear head
+
+
+def test_head_to_tail_best_alpha_and_split_rules():
+    assert plots.head_to_tail([5, 50, 5, 20]).tolist() == [1, 3, 0, 2]
+    sweep = [{"alpha": 0.0, "overall": 0.5}, {"alpha": 0.5, "overall": 0.7}, {"alpha": 1.0, "overall": 0.7},
+             {"alpha": 1.5, "overall": float("nan")}]
+    assert plots.best_alpha(sweep) == 0.5
+    r = plots.split_rules([120, 70, 40, 20, 10, 5], 60, 15)
+    assert r["many"] == "> 60 imgs (2 cls)" and r["few"] == "< 15 (2 cls)" and r["head"].startswith("> median 30")
+
+
+# --------------------------------------------------------------------------- figures
+def _history(val: bool):
+    return [{"epoch": e, "lr": 0.1 / e, "loss": 2.0 / e, "train_acc": 0.1 * e, **({"val_acc": 0.05 * e} if val else {})}
+            for e in range(1, 5)]
+
+
+def test_figures_render(cache, tmp_path):
+    ev = AlphaEvaluator(cache)
+    m = {"alpha": 1.0, "head": "causal_norm", "softmax": ev.metrics(0.0), "tde": ev.metrics(1.0),
+         "train_counts": cache.train_counts, "class_names": cache.class_names, "thresholds": {"many": 60, "few": 15}}
+    curves = plots.training_curves(_history(val=True))
+    assert len(curves.axes) == 3 and len(curves.axes[2].lines) == 2       # train and val accuracy
+    assert len(plots.training_curves(_history(val=False)).axes[2].lines) == 1
+    per_class = plots.per_class_vs_count(m)
+    assert [ln.get_label() for ln in per_class.axes[0].lines[:2]] == ["De-confound (alpha 0)",
+                                                                        "De-confound-TDE (alpha 1)"]
+    assert np.allclose(per_class.axes[0].lines[1].get_ydata(), 100 * np.asarray(m["tde"]["per_class"]))
+    figs = [curves, per_class,
+            plots.alignment_figure(plots.class_alignment(cache), cache.train_counts, cache.class_names),
+            plots.cos_split_figure(plots.cos_by_split(cache)),
+            plots.projection_figure(plots.direction_projection(cache), cache.train_counts, cache.class_names),
+            plots.logit_shift_figure(plots.logit_shift(cache, 1.0), cache.train_counts, 1.0, cache.class_names)]
+    for i, fig in enumerate(figs):
+        assert isinstance(fig, Figure)
+        assert plots.to_png(fig).startswith(PNG)
+    path = plots.save_figure(figs[0], tmp_path / "sub" / "curves.png")
+    assert path.read_bytes().startswith(PNG)
+
+
+def test_sweep_figure_marks_alphas_and_skips_an_empty_split():
+    c = make_cache(counts=(500, 300, 50, 20))               # no few-shot class, as on CIFAR-10-LT
+    ex = AlphaExplorer(c, preset_alpha=1.0, alpha_max=2.0)
+    sweep = ex.sweep(0.25)
+    assert [s["alpha"] for s in sweep] == pytest.approx(np.arange(0, 2.01, 0.25))
+    labels = [ln.get_label() for ln in ex.sweep_figure(sweep).axes[0].lines]
+    assert not any(lbl.startswith("few") for lbl in labels)
+    assert any(lbl.startswith("head (> median") for lbl in labels)
+    assert any(lbl.startswith(f"best overall: alpha {plots.best_alpha(sweep):g}") for lbl in labels)
+    assert "preset alpha 1" in labels
+
+
+# --------------------------------------------------------------------------- the explorer
+def test_explorer_render_tracks_the_evaluator_and_is_fast(cache):
+    ex = AlphaExplorer(cache, preset_alpha=1.0)
+    m0, png0 = ex.render(0.0)
+    m3, png3 = ex.render(3.0)
+    ev = AlphaEvaluator(cache)
+    assert m3["overall"] == ev.metrics(3.0)["overall"] and m3["pred_counts"] == ev.metrics(3.0)["pred_counts"]
+    assert m0["pred_counts"] != m3["pred_counts"]             # TDE moves predictions on this cache...
+    assert png0.startswith(PNG) and png0 != png3              # ...and the figure shows it
+    assert np.allclose(ex._pred.get_data().values, np.asarray(m3["pred_counts"])[ex.order])
+    text = ex.readout(3.0, m3)
+    assert text.startswith("alpha 3.00: overall") and "median split: head" in text and "redraw" in text
+    b = ex.benchmark(5)
+    assert b["updates"] == 5 and b["median_ms"] < 1000     # "well under a second"; ~20-50 ms on a 2-core CPU
+    assert math.isfinite(ex.rule_alpha) and "rule of thumb" in ex.describe()
+
+
+def test_explorer_slider_updates_label_and_figure(cache, monkeypatch):
+    pytest.importorskip("ipywidgets")
+    shown, updates = [], []
+
+    class Handle:
+        def update(self, obj):
+            updates.append(obj.data)
+
+    def fake_display(obj, display_id=None, **kw):
+        shown.append(obj)
+        return Handle() if display_id else None
+    monkeypatch.setattr("IPython.display.display", fake_display)
+    ex = AlphaExplorer(cache, preset_alpha=1.0)
+    ex.show()
+    assert ex.slider is not None and ex.slider.value == 1.0 and ex.slider.step == 0.01 and ex.slider.max == 3.0
+    first = ex.label.value
+    ex.slider.value = 2.5                                      # what a key press does through the front end
+    assert ex.label.value != first and ex.label.value.startswith("alpha 2.50:")
+    assert len(updates) == 1 and updates[0].startswith(PNG)
+
+
+def test_explorer_degrades_to_a_static_figure_without_ipywidgets(cache, monkeypatch, capsys, tmp_path):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj, **kw: shown.append(obj))
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)      # import ipywidgets -> ImportError
+    ex = AlphaExplorer(cache, preset_alpha=1.0)
+    ex.show(save=tmp_path / "figures" / "panel.png")
+    assert ex.slider is None
+    assert capsys.readouterr().out.startswith("alpha 1.00: overall")
+    assert len(shown) == 1 and shown[0].data.startswith(PNG)
+    assert (tmp_path / "figures" / "panel.png").read_bytes() == shown[0].data
+
+
+def test_explorer_from_run_needs_a_feature_cache(tmp_path):
+    with pytest.raises(LtKitError, match="not an lt_kit run"):
+        AlphaExplorer.from_run(tmp_path)
+    (tmp_path / "params.yaml").write_text("alpha: 1.0\n")
+    with pytest.raises(LtKitError, match="python -m lt_kit test --run-dir"):
+        AlphaExplorer.from_run(tmp_path)
+
+
+# --------------------------------------------------------------------------- notebook parameter checks
+def test_injected_names_reads_papermills_cell():
+    ns = {"In": ["", "run_dir: str = 'x'  # help", "# Parameters\nrun_dir = \"/r\"\nalpa = 2.0\n", "print(1)"]}
+    assert injected_names(ns) == ["run_dir", "alpa"]
+    assert injected_names({"In": ["", "x = 1"]}) is None and injected_names({}) is None
+
+
+def test_check_parameters_rejects_unknown_and_ill_typed():
+    base = {"run_dir": "/r", "alpha_max": 3.0, "sweep_step": 0.05}
+    ns = {**base, "alpa_max": 2.0, "In": ["", "# Parameters\nalpa_max = 2.0\n"]}
+    with pytest.raises(LtKitError, match=r"unknown notebook parameter 'alpa_max' \(did you mean 'alpha_max'\?\)"):
+        check_parameters(ns, EXPLORER_PARAMS)
+    with pytest.raises(LtKitError, match="'alpha_max' must be float, got 'lots'"):
+        check_parameters({**base, "alpha_max": "lots"}, EXPLORER_PARAMS)
+    with pytest.raises(LtKitError, match="must be float"):
+        check_parameters({**base, "alpha_max": float("inf")}, EXPLORER_PARAMS)
+    out = check_parameters({**base, "alpha_max": 2, "sweep_step": "0.1"}, EXPLORER_PARAMS)   # -r gives strings
+    assert out == {"run_dir": "/r", "alpha_max": 2.0, "sweep_step": 0.1}
+    d = check_parameters({"run_dir": "/r", "alpha": None, "max_points": 10}, DIRECTION_PARAMS)
+    assert d["alpha"] is None
+    with pytest.raises(LtKitError, match="'max_points' must be int"):
+        check_parameters({"run_dir": "/r", "alpha": None, "max_points": 1.5}, DIRECTION_PARAMS)
+
+
+def test_relative_paths_start_at_the_repository_root_from_notebooks(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    (repo / "notebooks").mkdir(parents=True)
+    (repo / "lt_kit").mkdir()
+    (repo / "pyproject.toml").write_text("")
+    monkeypatch.chdir(repo / "notebooks")                     # where JupyterLab starts the kernel
+    assert base_dir() == repo and resolve_path("runs/x") == str(repo / "runs" / "x")
+    monkeypatch.chdir(tmp_path)                               # papermill / the CLI: the current directory
+    assert resolve_path("runs/x") == str(tmp_path / "runs" / "x")
+    assert resolve_path("/abs") == "/abs" and resolve_path("") == ""
