@@ -43,18 +43,21 @@ class _FileLoader:
                  channels_last=False):
         self.sampler = torch.utils.data.DistributedSampler(dataset, world_size, rank, shuffle=train, seed=seed,
                                                            drop_last=train) if world_size > 1 else None
-        g = torch.Generator().manual_seed(seed)
+        self.seed, g = seed, torch.Generator().manual_seed(seed)
+        self.generator = g
         self.loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size // world_size, shuffle=train and self.sampler is None,
             sampler=self.sampler, num_workers=num_workers, pin_memory=device.type == "cuda", drop_last=train,
-            generator=g, persistent_workers=num_workers > 0)
+            generator=g)   # workers restart each epoch, seeded from (seed, epoch): resumable
         self.device, self.channels_last = device, channels_last
         if train and len(self.loader) == 0:
             raise LtKitError(f"batch_size {batch_size} is larger than the training split ({len(dataset)} images)")
 
     def set_epoch(self, epoch: int) -> None:
+        """Seed this epoch's order from (seed, epoch), so a resumed run sees the same batches."""
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
+        self.generator.manual_seed(self.seed * 1_000_003 + epoch)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -70,6 +73,8 @@ def build_data(params: dict, device: torch.device, rank: int = 0, world_size: in
     """Loaders for the training split (long-tailed) and the balanced test split (and val, if any)."""
     info = dataset_info(params["dataset"])
     bs, seed, cl = params["batch_size"], params["seed"], params["channels_last"]
+    from .distributed import DistInfo, local_batch_size
+    local_batch_size(bs, DistInfo(rank, world_size))        # LtKitError unless the global batch splits evenly
     if info.kind == "tensor":
         d = load_tensor_dataset(params["dataset"], params["data_root"], imbalance_ratio=params["imbalance_ratio"],
                                 max_per_class=params["max_per_class"], subset_seed=params["subset_seed"],

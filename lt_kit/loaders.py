@@ -55,7 +55,8 @@ class TensorLoader:
         """The whole split zero-padded once, as (N*(H+2p)*(W+2p), C) rows of channel values (NHWC).
 
         Padding once per loader instead of once per batch lets one gather do pad + crop + flip. It costs
-        (1 + 2p/H)(1 + 2p/W) times the split's uint8 memory (1.56x for CIFAR), on the same device."""
+        (1 + 2p/H)(1 + 2p/W) times the split's uint8 memory (1.56x for CIFAR), on the same device, and
+        assumes ``images`` is not modified in place afterwards."""
         if self._padded is None:
             p = self.pad
             padded = torch.nn.functional.pad(self.images, (p, p, p, p)).permute(0, 2, 3, 1).contiguous()

@@ -76,6 +76,7 @@ def fit(params: dict, run_dir, *, resume: bool = False, overwrite: bool = False,
     device = D.local_device(device, dist)
     run = RunDir(run_dir)
     run.check(params, resume=resume, overwrite=overwrite)     # refuse before any work, write after the data loads
+    D.barrier(dist)                     # every rank checks before rank 0 creates the run (else rank 1 may refuse it)
     torch.manual_seed(params["seed"])
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = params["cudnn_benchmark"]
@@ -84,8 +85,8 @@ def fit(params: dict, run_dir, *, resume: bool = False, overwrite: bool = False,
     if dist.is_main:
         run.prepare(params, resume=resume, overwrite=overwrite)
     D.barrier(dist)
-    if params["sync_bn"] and dist.enabled:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if params["sync_bn"]:               # torch's SyncBatchNorm is CUDA-only; D's version also runs over gloo
+        model = D.convert_sync_bn(model, dist, device)
     model = model.to(device, memory_format=torch.channels_last if params["channels_last"] else torch.preserve_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=params["lr"], momentum=params["momentum"],
                                 weight_decay=params["weight_decay"])
@@ -136,6 +137,7 @@ def fit(params: dict, run_dir, *, resume: bool = False, overwrite: bool = False,
             run.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
     bar.close()
     if params["select_best"] and best is not None:      # best weights + last-epoch direction, as the reference
+        D.barrier(dist)                                 # rank 0 may still be writing best.pt
         direction = model.direction.clone()
         model.load_state_dict(load_checkpoint(run / "best.pt", model.signature())["model"])
         model.direction.copy_(direction)
