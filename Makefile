@@ -10,7 +10,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean screenshots
 install: $(BIN)/.installed
 
 demo: $(BIN)/.installed  ## train + evaluate on the embedded digits data, print the table (CPU, ~1 min)
@@ -22,3 +22,7 @@ test: $(BIN)/.installed  ## the whole test suite (CPU; installs Chromium for the
 
 clean:
 	rm -rf $(VENV) runs
+
+screenshots: $(BIN)/.installed  ## re-take docs/img/*.png: runs the three notebooks in JupyterLab + Chromium
+	bash scripts/ensure-chromium.sh
+	$(BIN)/python scripts/screenshots.py --out docs/img

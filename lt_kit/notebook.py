@@ -152,6 +152,7 @@ def check_train_parameters(namespace: dict) -> TrainJob:
     if run.exists() and not (extra["overwrite"] or extra["resume"]):
         raise LtKitError(f"{run_dir} holds an earlier run; set overwrite=True to replace it (it is moved aside), "
                          "resume=True to continue it, or choose another run_dir")
+    run.check(params, resume=extra["resume"], overwrite=extra["overwrite"])    # resume: a checkpoint, same params
     return TrainJob(params, run_dir, extra["overwrite"], extra["resume"])
 
 
@@ -214,12 +215,12 @@ def train_figures(run_dir: str | Path) -> dict:
             "per_class_accuracy": plots.per_class_vs_count(read_json(run_dir / "metrics.json"))}
 
 
-def save_and_show(figures: dict, folder: str | Path) -> list[Path]:
-    """Save each figure as ``folder/<name>.png`` and display it; returns the files written."""
+def save_and_show(figures: dict, folder: str | Path) -> None:
+    """Save each figure as ``folder/<name>.png`` and display it."""
     from .plots import save_figure
-    paths = [save_figure(fig, Path(folder) / f"{name}.png") for name, fig in figures.items()]
+    for name, fig in figures.items():
+        save_figure(fig, Path(folder) / f"{name}.png")
     show(*figures.values())
-    return paths
 
 
 def show(*figures) -> None:

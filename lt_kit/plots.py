@@ -16,7 +16,7 @@ import torch
 from matplotlib.figure import Figure
 
 from .metrics import median_groups, shot_groups
-from .tde import _split_heads, _unit, cos_to_direction
+from .tde import split_heads, unit_norm, cos_to_direction
 
 # seaborn's "colorblind" palette, fixed here so figures look the same with or without seaborn's styles.
 PALETTE = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
@@ -159,7 +159,7 @@ def sweep_figure(sweep: list[dict], *, preset_alpha: float, rule_alpha: float | 
 def _head_units(t: torch.Tensor, num_heads: int) -> torch.Tensor:
     """Per-head unit vectors, concatenated and scaled by 1/sqrt(H): a unit vector whose dot product with
     another such vector is the mean over heads of the per-head cosines (what TDE uses, head by head)."""
-    return (_unit(_split_heads(t.float(), num_heads)) / math.sqrt(num_heads)).flatten(-2)
+    return (unit_norm(split_heads(t.float(), num_heads)) / math.sqrt(num_heads)).flatten(-2)
 
 
 def class_alignment(cache) -> np.ndarray:

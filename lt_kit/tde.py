@@ -16,7 +16,7 @@ from torch import Tensor
 _NORM_EPS = 1e-12
 
 
-def _split_heads(t: Tensor, num_heads: int) -> Tensor:
+def split_heads(t: Tensor, num_heads: int) -> Tensor:
     """(..., D) -> (..., H, D/H): heads are contiguous channel chunks, as ``torch.split`` in the reference."""
     d = t.shape[-1]
     if d % num_heads:
@@ -24,7 +24,8 @@ def _split_heads(t: Tensor, num_heads: int) -> Tensor:
     return t.reshape(*t.shape[:-1], num_heads, d // num_heads)
 
 
-def _unit(t: Tensor) -> Tensor:
+def unit_norm(t: Tensor) -> Tensor:
+    """Each row (last dim) divided by its L2 norm (clamped, see _NORM_EPS)."""
     return t / t.norm(dim=-1, keepdim=True).clamp_min(_NORM_EPS)
 
 
@@ -47,14 +48,14 @@ def tde_parts(features: Tensor, weight: Tensor, direction: Tensor | None, *, tau
     ``tau/H * sum_h cos(x_h, d_h) * <d_h_hat, w_tilde_h>``. Computing both once makes every later alpha
     a single fused multiply-add (the alpha slider and ``bench/alpha.py`` rely on this).
     """
-    x = _unit(_split_heads(features, num_heads))                                       # (B, H, D/H)
-    w = _split_heads(weight, num_heads)                                                # (C, H, D/H)
+    x = unit_norm(split_heads(features, num_heads))                                       # (B, H, D/H)
+    w = split_heads(weight, num_heads)                                                # (C, H, D/H)
     w = w / (w.norm(dim=-1, keepdim=True) + gamma)                                     # causal norm
     scale = tau / num_heads
     base = torch.einsum("bhd,chd->bc", x, w) * scale
     if direction is None:
         return base, torch.zeros_like(base)
-    d = _unit(_split_heads(direction.to(features.dtype), num_heads))                   # (H, D/H)
+    d = unit_norm(split_heads(direction.to(features.dtype), num_heads))                   # (H, D/H)
     cos = torch.einsum("bhd,hd->bh", x, d)                                             # cos(x_h, d_h)
     wd = torch.einsum("chd,hd->ch", w, d)                                              # <w_tilde_h, d_h>
     effect = torch.einsum("bh,ch->bc", cos, wd) * scale
@@ -87,8 +88,8 @@ def update_direction(direction: Tensor, batch_mean: Tensor, mu: float) -> Tensor
 
 def cos_to_direction(features: Tensor, direction: Tensor, num_heads: int = 2) -> Tensor:
     """(B, H) cosine of each feature head with the direction's head: the ``cos`` of Eq. 8."""
-    x = _unit(_split_heads(features, num_heads))
-    d = _unit(_split_heads(direction.to(features.dtype), num_heads))
+    x = unit_norm(split_heads(features, num_heads))
+    d = unit_norm(split_heads(direction.to(features.dtype), num_heads))
     return torch.einsum("bhd,hd->bh", x, d)
 
 

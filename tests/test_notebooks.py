@@ -61,9 +61,9 @@ def test_notebook_form(name):
 def test_declared_parameters(name):
     """papermill's own reading of the parameters cell names exactly what lt_kit checks, each with help."""
     declared = pm.inspect_notebook(str(NB / f"{name}.ipynb"))
-    assert sorted(declared) == sorted(NOTEBOOKS[name]), (
-        "the parameters cell and lt_kit.notebook disagree; add or remove lines in the parameters cell "
-        f"(missing: {sorted(set(NOTEBOOKS[name]) - set(declared))}, extra: {sorted(set(declared) - set(NOTEBOOKS[name]))})")
+    missing, extra = sorted(set(NOTEBOOKS[name]) - set(declared)), sorted(set(declared) - set(NOTEBOOKS[name]))
+    assert not missing and not extra, ("the parameters cell and lt_kit.notebook disagree; add or remove lines in "
+                                       f"the parameters cell (missing: {missing}, extra: {extra})")
     for p in declared.values():
         assert p["help"], f"{p['name']} has no inline help comment"
     if name == "train":
@@ -93,7 +93,8 @@ def test_jupytext_pair_in_step(name):
 def test_defaults_are_the_embedded_recipe(tmp_path):
     ns = {**cell_defaults("train"), "run_dir": str(tmp_path / "run")}
     job = check_train_parameters(ns)
-    assert job.params == resolve({}) and job.run_dir == tmp_path / "run"
+    assert job.params == {**resolve({}), "data_root": resolve_path("data")} and job.run_dir == tmp_path / "run"
+    assert not job.overwrite and not job.resume and "digits_lt ratio 20, resnet32" in repr(job)
 
 
 def test_dataset_alone_gives_the_reference_cifar10_recipe(tmp_path, monkeypatch):
@@ -136,6 +137,9 @@ def test_train_parameter_errors(tmp_path):
     with pytest.raises(LtKitError, match="holds an earlier run; set overwrite=True"):
         check_train_parameters(ns)
     assert check_train_parameters({**ns, "overwrite": True}).overwrite
+    (tmp_path / "run" / "params.yaml").write_text(yaml.safe_dump(resolve({})))
+    with pytest.raises(LtKitError, match="nothing to resume"):          # checked before any training
+        check_train_parameters({**ns, "resume": True})
 
 
 # --------------------------------------------------------------------------- papermill runs

@@ -1,0 +1,123 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Train: causal-norm classifier, momentum direction, De-confound-TDE
+#
+# Trains on a long-tailed split, evaluates the balanced test split without TDE (De-confound, alpha 0) and
+# with it (De-confound-TDE at the preset alpha), and writes a run folder (parameters, checkpoint, feature
+# cache, `metrics.json`, figures under `figures/`). The parameters cell below is the whole interface:
+# leave a value at `None` to take the data set's reference recipe.
+#
+# ```bash
+# mkdir -p runs   # papermill writes its output notebook first
+# # the embedded digits (no download), into runs/train
+# papermill notebooks/train.ipynb runs/train.ipynb
+# # the reference CIFAR-10-LT ResNet-32 recipe
+# papermill notebooks/train.ipynb runs/c10.ipynb -p dataset cifar10_lt -p run_dir runs/c10
+# # a preset from params/
+# papermill notebooks/train.ipynb runs/c100.ipynb -f params/cifar100_lt_resnet32.yaml -p run_dir runs/c100
+# ```
+#
+# An unknown or ill-typed parameter stops the notebook at the next cell with a clear error. Relative paths
+# start where papermill runs, or at the repository root when JupyterLab runs the kernel in `notebooks/`.
+#
+# **Several GPUs:** train from a terminal with torchrun (data-parallel, rank 0 writes the run folder), then
+# open `tde_explorer.ipynb` and `momentum_direction.ipynb` on that folder:
+#
+# ```bash
+# torchrun --nproc_per_node=4 -m lt_kit train --params params/cifar10_lt_resnet32.yaml --run-dir runs/c10
+# ```
+
+# %% tags=["parameters"]
+from typing import Optional  # for the annotations below (papermill reads Optional[T], not T | None)
+
+dataset: str = "digits_lt"  # digits_lt (embedded, no download), cifar10_lt, cifar100_lt, imagenet_lt, folder
+imbalance_ratio: Optional[float] = None  # largest / smallest training class, at least 1 (100 on CIFAR, 20 on digits)
+arch: Optional[str] = None  # backbone: resnet32 or resnext50_32x4d
+head: Optional[str] = None  # causal_norm (De-confound) or linear (softmax baseline, bias-free)
+epochs: Optional[int] = None  # training epochs (200 on CIFAR, 30 on digits)
+batch_size: Optional[int] = None  # images per step, all processes together
+lr: Optional[float] = None  # peak SGD learning rate
+alpha: Optional[float] = None  # TDE strength at test time; 0 is De-confound without TDE
+device: str = "auto"  # auto (CUDA when present, else CPU), cpu, cuda, cuda:N, mps
+seed: Optional[int] = None  # seed of initialisation, shuffling and augmentation
+data_root: Optional[str] = None  # folder holding the data (torchvision layout for CIFAR); None: data
+download: Optional[bool] = None  # fetch CIFAR with torchvision when data_root lacks it
+run_dir: str = "runs/train"  # the run folder this notebook writes
+overwrite: bool = False  # replace an earlier run in run_dir (it is moved aside, not deleted)
+resume: bool = False  # continue the run in run_dir from its last complete epoch
+# Every other lt_kit parameter (`python -m lt_kit params` explains each); None: the recipe's value.
+max_per_class: Optional[int] = None  # images in the head class; 0 takes all images of the largest class
+subset_seed: Optional[int] = None  # seed of the long-tailed subset (0 is LDAM/BBN's subset)
+train_list: Optional[str] = None  # imagenet_lt: train list file (empty: data_root/ImageNet_LT_train.txt)
+val_list: Optional[str] = None  # imagenet_lt: val list file, used to pick the best epoch
+test_list: Optional[str] = None  # imagenet_lt: test list file
+test_root: Optional[str] = None  # folder: class-per-subfolder balanced test images
+image_size: Optional[int] = None  # image-file data sets: crop size in pixels (0: the data set's default)
+num_workers: Optional[int] = None  # DataLoader workers for image-file data sets
+num_heads: Optional[int] = None  # K, heads of the causal-norm classifier
+tau: Optional[float] = None  # tau, the logit scale
+gamma: Optional[float] = None  # gamma, the causal norm's class-agnostic term in the weight norm
+mu: Optional[float] = None  # momentum of the direction update (d becomes mu*d plus the batch-mean feature)
+mu_schedule: Optional[str] = None  # fixed (CIFAR) or lr_scaled (ImageNet-LT)
+momentum: Optional[float] = None  # SGD momentum
+weight_decay: Optional[float] = None  # SGD weight decay, on every parameter
+schedule: Optional[str] = None  # warmup_multistep or cosine (stepped once per epoch)
+warmup_epochs: Optional[int] = None  # linear warm-up epochs (warmup_multistep)
+milestones: Optional[list[int]] = None  # epochs at which lr is multiplied by lr_factor (warmup_multistep)
+lr_factor: Optional[float] = None  # lr multiplier at each milestone
+select_best: Optional[bool] = None  # keep the epoch best on the val split (imagenet_lt); else the last epoch
+eval_every: Optional[int] = None  # evaluate the val/test split every N epochs (0: only after training)
+many_threshold: Optional[int] = None  # many-shot: more than this many training images
+few_threshold: Optional[int] = None  # few-shot: fewer than this many training images
+channels_last: Optional[bool] = None  # channels-last memory format
+bf16: Optional[bool] = None  # bfloat16 autocast (CUDA only)
+compile: Optional[bool] = None  # torch.compile the backbone
+cudnn_benchmark: Optional[bool] = None  # let cuDNN pick the fastest convolution algorithms
+sync_bn: Optional[bool] = None  # SyncBatchNorm across processes under torchrun
+
+# %%
+from lt_kit import fit, format_table
+from lt_kit.notebook import check_train_parameters, save_and_show, train_figures
+
+job = check_train_parameters(globals())  # stops here on an unknown or ill-typed parameter
+job
+
+# %% [markdown]
+# ## Train
+# The progress bar counts optimizer steps over all epochs; `log.txt` in the run folder has one line per epoch,
+# and a checkpoint is written after every epoch (set `resume=True` to continue an interrupted run).
+
+# %%
+metrics = fit(job.params, job.run_dir, resume=job.resume, overwrite=job.overwrite)
+
+# %% [markdown]
+# ## Results on the balanced test split
+# De-confound is the causal-norm classifier without TDE (alpha 0); De-confound-TDE removes the head
+# direction's effect at the preset alpha. Many / medium / few follow the reference's thresholds (training
+# images per class); `-` marks a split with no class.
+
+# %%
+print(format_table(metrics))
+
+# %% [markdown]
+# ## Training curves and per-class accuracy
+# Saved as PNG files in the run folder's `figures/`.
+
+# %%
+save_and_show(train_figures(job.run_dir), job.run_dir / "figures")
+
+# %% [markdown]
+# Next: open `tde_explorer.ipynb` with `run_dir` set to this run to move alpha, and
+# `momentum_direction.ipynb` to look at the direction TDE removes.
