@@ -72,11 +72,14 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--set", action="append", default=[], help="extra key=value for every run")
+    ap.add_argument("--heads", nargs="+", default=["linear", "causal_norm"], help="which models to train")
+    ap.add_argument("--baseline-set", action="append", default=[],
+                    help="extra key=value for the linear (softmax) baseline only, e.g. lr=0.05")
     ap.add_argument("--out", default="bench/results/accuracy", help="prefix of the .json/.md results")
     ap.add_argument("--runs", default="bench/out/accuracy", help="where the run dirs go")
     args = ap.parse_args()
     from lt_kit.config import parse_sets
-    extra = parse_sets(args.set)
+    extra, baseline_extra = parse_sets(args.set), parse_sets(args.baseline_set)
     meta = {"machine": machine(), "epochs": args.epochs, "schedule": schedule(args.epochs), "seeds": args.seeds,
             "command": "python " + " ".join(sys.argv), "version": __import__("lt_kit").__version__,
             "torch": torch.__version__, "started": time.strftime("%Y-%m-%d %H:%M")}
@@ -85,15 +88,17 @@ def main() -> None:
         preset = load_params_file(ROOT / "params" / f"{ds}_resnet32.yaml")
         for ratio in args.ratios:
             for seed in args.seeds:
-                for head in ("linear", "causal_norm"):
+                for head in args.heads:
+                    own = baseline_extra if head == "linear" else {}
                     params = resolve({**preset, **schedule(args.epochs), "data_root": args.data_root, "head": head,
-                                      "imbalance_ratio": ratio, "seed": seed, "device": args.device, **extra})
-                    run = Path(args.runs) / f"{ds}_r{ratio:g}_{head}_s{seed}_e{args.epochs}"
+                                      "imbalance_ratio": ratio, "seed": seed, "device": args.device, **extra, **own})
+                    tag = "".join(f"_{k}{v}" for k, v in own.items())
+                    run = Path(args.runs) / f"{ds}_r{ratio:g}_{head}{tag}_s{seed}_e{args.epochs}"
                     t = time.time()
                     m = fit(params, run, overwrite=True, progress=False)
                     secs = time.time() - t
                     paper = PAPER.get((ds, int(ratio)), {})
-                    entries = [("Softmax (linear)", m["softmax"], None)] if head == "linear" else [
+                    entries = [(f"Softmax (linear, lr {params['lr']:g})", m["softmax"], None)] if head == "linear" else [
                         ("De-confound", m["softmax"], paper.get("De-confound")),
                         (f"De-confound-TDE (a={params['alpha']:g})", m["tde"], paper.get("De-confound-TDE"))]
                     for name, met, ref in entries:

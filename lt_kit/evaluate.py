@@ -19,6 +19,18 @@ from .metrics import head_tail_accuracy, per_class_accuracy, shot_accuracy
 from .tde import check_alpha, tde_parts
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """Per-alpha work is a few small ops: one thread avoids waiting for a second one to be scheduled
+    (20 ms -> 3 ms per alpha on a busy 2-core machine, bench/results/alpha.md)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 @torch.no_grad()
 def extract_features(model, loader, *, bf16: bool = False) -> tuple[Tensor, Tensor]:
     """Eval-mode features (N, D) float32 and labels (N,), on the CPU, in loader order."""
@@ -29,7 +41,7 @@ def extract_features(model, loader, *, bf16: bool = False) -> tuple[Tensor, Tens
     amp = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 and dev.type == "cuda" else contextlib.nullcontext()
     with amp:
         for x, y in loader:
-            feats.append(model.backbone.forward_features(x).float())
+            feats.append(model.backbone(x).float())
             labels.append(y)
     model.train(was_training)
     return torch.cat(feats).cpu(), torch.cat(labels).cpu()
@@ -91,7 +103,8 @@ class AlphaEvaluator:
         return self.base if self.effect is None or alpha == 0 else torch.addcmul(self.base, self.effect, torch.tensor(-alpha))
 
     def predict(self, alpha: float) -> np.ndarray:
-        return self.logits(alpha).argmax(1).numpy()
+        with _one_thread():
+            return self.logits(alpha).argmax(1).numpy()
 
     def metrics(self, alpha: float) -> dict:
         """many/medium/few/overall, head/tail (median rule) and per-class accuracy at ``alpha``."""

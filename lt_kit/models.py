@@ -183,7 +183,7 @@ class LTModel(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Training forward: (Eq. 7 logits, features)."""
-        feats = self.backbone.forward_features(x)
+        feats = self.backbone(x)        # backbone.forward is forward_features; calling the module honours compile()
         return self.head(feats), feats
 
     def signature(self) -> dict:

@@ -102,7 +102,7 @@ def fit(params: dict, run_dir, *, resume: bool = False, overwrite: bool = False,
                 f"{params['head']} on {device} x{dist.world_size}, {len(data.train)} steps/epoch")
     fwd = model
     if params["compile"]:
-        model.backbone = torch.compile(model.backbone)
+        model.backbone.compile()        # in place: forward() is compiled, state-dict keys stay the same
     if dist.enabled:
         fwd = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     sched = {k: params[k] for k in ("lr", "schedule", "epochs", "warmup_epochs", "milestones", "lr_factor")}
