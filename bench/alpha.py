@@ -18,7 +18,6 @@ Prints progress to stderr and one JSON line to stdout last.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import shlex
 import sys
@@ -34,7 +33,7 @@ from common import CpuLoad, contention_note, machine_info, machine_lines, median
 from lt_kit.build import resolve_device  # noqa: E402
 from lt_kit.data import long_tail_counts  # noqa: E402
 from lt_kit.errors import LtKitError  # noqa: E402
-from lt_kit.evaluate import AlphaEvaluator, FeatureCache  # noqa: E402
+from lt_kit.evaluate import AlphaEvaluator, FeatureCache, one_thread  # noqa: E402
 from lt_kit.metrics import shot_accuracy  # noqa: E402
 from lt_kit.models import LTModel  # noqa: E402
 from lt_kit.tde import tde_logits  # noqa: E402
@@ -59,19 +58,6 @@ def synthetic_cache(n: int = 10_000, dim: int = 128, classes: int = 100, seed: i
     weight = centres + 0.5 * headness[:, None] * shared + 0.3 * torch.randn(classes, dim, generator=g)
     return FeatureCache(features, labels, weight, direction, "causal_norm", 2, 16.0, 1 / 32, counts,
                         [f"c{i}" for i in range(classes)], 100, 20)
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run the block on one intra-op thread. The per-alpha ops touch ~1M floats (< 1.5 ms on one core);
-    with more threads each op waits until every thread is scheduled, which on a busy machine costs a
-    scheduler time slice (~8 ms here) per op."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def time_per_call(fn, alphas, repeat: int) -> float:

@@ -20,7 +20,7 @@ from .tde import check_alpha, tde_parts
 
 
 @contextlib.contextmanager
-def _one_thread():
+def one_thread():
     """Per-alpha work is a few small ops: one thread avoids waiting for a second one to be scheduled
     (20 ms -> 3 ms per alpha on a busy 2-core machine, bench/results/alpha.md)."""
     n = torch.get_num_threads()
@@ -103,7 +103,7 @@ class AlphaEvaluator:
         return self.base if self.effect is None or alpha == 0 else torch.addcmul(self.base, self.effect, torch.tensor(-alpha))
 
     def predict(self, alpha: float) -> np.ndarray:
-        with _one_thread():
+        with one_thread():
             return self.logits(alpha).argmax(1).numpy()
 
     def metrics(self, alpha: float) -> dict:
