@@ -57,3 +57,10 @@ def write_cifar(root: Path, *, num_classes: int = 10, per_class_train: int = 30,
 def cifar_root(tmp_path) -> Path:
     write_cifar(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def smoke_copy(smoke_run, tmp_path) -> Path:
+    """A private copy of ``smoke_run`` for tests that write into the run dir (``test`` at another alpha)."""
+    import shutil
+    return Path(shutil.copytree(smoke_run, tmp_path / "run"))

@@ -46,7 +46,8 @@ def test_missing_params_file(capsys, tmp_path):
     assert code == 2 and "not found" in err
 
 
-def test_train_then_test_at_other_alphas(capsys, smoke_run):
+def test_train_then_test_at_other_alphas(capsys, smoke_copy):
+    smoke_run = smoke_copy
     code, out, _ = run(capsys, "test", "--run-dir", str(smoke_run), "--alpha", "0.5")
     assert code == 0 and "De-confound-TDE (a=0.5)" in out and "many" in out
     code, _, err = run(capsys, "test", "--run-dir", str(smoke_run), "--alpha", "nan")

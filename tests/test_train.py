@@ -55,7 +55,8 @@ def test_cached_alpha_equals_a_fresh_forward(smoke_run):
     torch.testing.assert_close(ev.logits(1.7)[:len(x)], fresh, rtol=1e-4, atol=1e-4)
 
 
-def test_test_with_new_alpha_uses_the_cache_not_the_backbone(smoke_run, monkeypatch):
+def test_test_with_new_alpha_uses_the_cache_not_the_backbone(smoke_copy, monkeypatch):
+    smoke_run = smoke_copy
     import lt_kit.train as T
     monkeypatch.setattr(T, "build_model", lambda *a, **k: pytest.fail("backbone was rebuilt"))
     m0 = evaluate_run(smoke_run, alpha=0.0)
