@@ -1,0 +1,154 @@
+"""Every parameter, its default, its type and its help, in one place; strict validation of overrides.
+
+Defaults are the reference's CIFAR-10-LT ResNet-32 recipe. A data set's own reference settings
+(``data.DATASETS[...].recipe``) replace a default the user did not set; ``None`` means "not set", so a
+notebook's parameters cell can leave recipe keys at ``None``. ``params/*.yaml`` and ``--set key=value`` are
+checked against this table: an unknown key or a wrong type is an error that lists the valid keys.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .data import DATASETS
+from .errors import LtKitError
+
+# name: (default, type, help). Types: bool, int, float, str, list (of ints).
+PARAMS: dict[str, tuple[Any, type, str]] = {
+    # data
+    "dataset": ("digits_lt", str, f"one of: {', '.join(DATASETS)}"),
+    "data_root": ("data", str, "folder holding the data set (torchvision layout for CIFAR; image root otherwise)"),
+    "download": (False, bool, "fetch CIFAR through torchvision if data_root lacks it"),
+    "imbalance_ratio": (100.0, float, "largest / smallest class size of the training split (>= 1)"),
+    "max_per_class": (0, int, "images in the head class; 0 = all images of the largest class"),
+    "subset_seed": (0, int, "seed of the long-tailed subset (0 = LDAM/BBN's subset)"),
+    "train_list": ("", str, "imagenet_lt: train list file ('' = <data_root>/ImageNet_LT_train.txt)"),
+    "val_list": ("", str, "imagenet_lt: val list file, used to pick the best epoch"),
+    "test_list": ("", str, "imagenet_lt: test list file"),
+    "test_root": ("", str, "folder: class-per-subfolder balanced test images"),
+    "image_size": (0, int, "image-file data sets: crop size in pixels; 0 = the data set's default"),
+    "num_workers": (4, int, "DataLoader workers for image-file data sets"),
+    # model
+    "arch": ("resnet32", str, "backbone: resnet32, resnext50_32x4d"),
+    "head": ("causal_norm", str, "causal_norm (De-confound) or linear (softmax baseline, bias-free)"),
+    "num_heads": (2, int, "K: heads of the causal-norm classifier"),
+    "tau": (16.0, float, "tau: logit scale"),
+    "gamma": (0.03125, float, "gamma: the causal norm's class-agnostic term, ||w|| + gamma"),
+    "alpha": (1.0, float, "TDE strength at test time (0 = De-confound, no TDE)"),
+    "mu": (0.9, float, "momentum of the direction d <- mu*d + batch-mean feature"),
+    "mu_schedule": ("fixed", str, "fixed (CIFAR) or lr_scaled (ImageNet-LT: mu = 1 - 0.1*min(50*lr, 1))"),
+    # optimisation
+    "epochs": (200, int, "training epochs"),
+    "batch_size": (256, int, "global batch size, images per step"),
+    "lr": (0.2, float, "peak learning rate (SGD)"),
+    "momentum": (0.9, float, "SGD momentum"),
+    "weight_decay": (5e-4, float, "SGD weight decay, on every parameter"),
+    "schedule": ("warmup_multistep", str, "warmup_multistep or cosine (stepped once per epoch)"),
+    "warmup_epochs": (5, int, "linear warm-up epochs (warmup_multistep)"),
+    "milestones": ([120, 160], list, "epochs at which lr is multiplied by lr_factor (warmup_multistep)"),
+    "lr_factor": (0.01, float, "lr multiplier at each milestone"),
+    "select_best": (False, bool, "keep the epoch best on the val split (imagenet_lt); else the last epoch"),
+    "eval_every": (0, int, "evaluate the val/test split every N epochs (0 = only after training)"),
+    # evaluation
+    "many_threshold": (100, int, "many-shot: more than this many training images"),
+    "few_threshold": (20, int, "few-shot: fewer than this many training images"),
+    # execution
+    "seed": (0, int, "seed of initialisation, shuffling and augmentation"),
+    "device": ("auto", str, "auto (cuda if present, else cpu), cpu, cuda, cuda:N, mps"),
+    "channels_last": (False, bool, "channels-last memory format (faster convolutions on most hardware)"),
+    "bf16": (False, bool, "bfloat16 autocast for training and feature extraction (CUDA only)"),
+    "compile": (False, bool, "torch.compile the backbone"),
+    "cudnn_benchmark": (True, bool, "let cuDNN pick the fastest convolution algorithms"),
+    "sync_bn": (False, bool, "SyncBatchNorm across processes under torchrun"),
+}
+DEFAULTS: dict[str, Any] = {k: v[0] for k, v in PARAMS.items()}
+CHOICES = {"dataset": list(DATASETS), "head": ["causal_norm", "linear"], "mu_schedule": ["fixed", "lr_scaled"],
+           "schedule": ["warmup_multistep", "cosine"]}
+
+
+def _unknown(key: str, where: str) -> LtKitError:
+    near = difflib.get_close_matches(key, PARAMS, n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    return LtKitError(f"unknown parameter {key!r}{where}{hint}; valid keys: {', '.join(PARAMS)}")
+
+
+def coerce(key: str, value: Any, where: str = "") -> Any:
+    """Check ``value`` against the type of ``key``; strings (from ``--set``) are parsed as YAML first."""
+    if key not in PARAMS:
+        raise _unknown(key, where)
+    typ = PARAMS[key][1]
+    if isinstance(value, str) and typ is not str:
+        try:
+            value = float(value) if typ is float else yaml.safe_load(value)
+        except (ValueError, yaml.YAMLError):
+            pass
+    ok = {bool: lambda v: isinstance(v, bool),
+          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          str: lambda v: isinstance(v, str),
+          list: lambda v: isinstance(v, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) for i in v)}[typ]
+    if not ok(value):
+        raise LtKitError(f"parameter {key!r}{where} must be {typ.__name__}"
+                         f"{' of ints' if typ is list else ''}, got {value!r} ({type(value).__name__})")
+    value = float(value) if typ is float else list(value) if typ is list else value
+    if key in CHOICES and value not in CHOICES[key]:
+        raise LtKitError(f"parameter {key!r}{where} must be one of {', '.join(CHOICES[key])}, got {value!r}")
+    return value
+
+
+def resolve(overrides: dict[str, Any] | None = None, where: str = "") -> dict[str, Any]:
+    """Defaults, then the data set's recipe, then every override that is not ``None``; all validated."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    for k in overrides:
+        if k not in PARAMS:
+            raise _unknown(k, where)
+    dataset = coerce("dataset", overrides.get("dataset", DEFAULTS["dataset"]), where)
+    params = {**DEFAULTS, **DATASETS[dataset].recipe, **overrides}
+    params = {k: coerce(k, v, where) for k, v in params.items()}
+    from .models import HEADS, list_backbones
+    if params["arch"] not in list_backbones():
+        raise LtKitError(f"unknown arch {params['arch']!r}{where}; valid: {', '.join(list_backbones())}")
+    assert set(HEADS) == set(CHOICES["head"])
+    if params["imbalance_ratio"] < 1:
+        raise LtKitError(f"imbalance_ratio must be >= 1 (largest/smallest class), got {params['imbalance_ratio']}")
+    from .tde import check_alpha
+    try:
+        check_alpha(params["alpha"])
+    except ValueError as e:
+        raise LtKitError(str(e)) from None
+    for k in ("epochs", "batch_size", "num_heads"):
+        if params[k] < 1:
+            raise LtKitError(f"parameter {k!r} must be >= 1, got {params[k]}")
+    return params
+
+
+def load_params_file(path: str | Path) -> dict[str, Any]:
+    """Read a flat YAML mapping of overrides (keys are checked by :func:`resolve`)."""
+    path = Path(path)
+    if not path.is_file():
+        presets = sorted(p.stem for p in Path("params").glob("*.yaml")) if Path("params").is_dir() else []
+        raise LtKitError(f"params file {path} not found" + (f"; presets: {', '.join(presets)}" if presets else ""))
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise LtKitError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise LtKitError(f"{path} must hold a flat mapping of key: value")
+    for k in data:
+        if k not in PARAMS:
+            raise _unknown(k, f" in {path}")
+    return data
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """``["lr=0.1", "download=true"]`` -> typed overrides."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise LtKitError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = coerce(key.strip(), value, " (--set)")
+    return out

@@ -1,0 +1,192 @@
+"""Backbones (a registry by name) and the two classifier heads.
+
+Every backbone has ``forward_features(x) -> (B, D)`` and ``num_features``; heads take features and return
+logits, so the feature/head seam that TDE needs is explicit (timm's contract). Nothing here touches a
+device: build on the CPU, then ``.to(device)``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+
+from .errors import LtKitError
+from .tde import tde_logits
+
+_BACKBONES: dict[str, Callable[[], nn.Module]] = {}
+
+
+def register_backbone(name: str):
+    def deco(fn):
+        if name in _BACKBONES:
+            raise ValueError(f"backbone {name!r} registered twice")
+        _BACKBONES[name] = fn
+        return fn
+    return deco
+
+
+def list_backbones() -> list[str]:
+    return sorted(_BACKBONES)
+
+
+def create_backbone(name: str) -> nn.Module:
+    if name not in _BACKBONES:
+        raise LtKitError(f"unknown arch {name!r}; valid: {', '.join(list_backbones())}")
+    return _BACKBONES[name]()
+
+
+# --------------------------------------------------------------------------- ResNet-32 (BBN variant)
+class _OptionAShortcut(nn.Module):
+    """Parameter-free shortcut: subsample by 2 and zero-pad ``planes // 4`` channels on each side."""
+
+    def __init__(self, planes: int):
+        super().__init__()
+        self.pad = planes // 4
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = _OptionAShortcut(planes) if stride != 1 or in_planes != planes else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet32(nn.Module):
+    """BBN's ``bbn_res32_cifar`` as used by the reference: 16/32/64 channels, 5/5/4 blocks, then two
+    parallel 64-channel blocks (``cb_block``, ``rb_block``) whose pooled outputs are concatenated into a
+    128-d feature, one 64-d chunk per classifier head."""
+
+    num_features = 128
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.layer1 = self._stage(16, 16, 5, 1)
+        self.layer2 = self._stage(16, 32, 5, 2)
+        self.layer3 = self._stage(32, 64, 4, 2)            # num_blocks[2] - 1, as in BBN
+        self.cb_block = _BasicBlock(64, 64)
+        self.rb_block = _BasicBlock(64, 64)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)          # fan_in, gain sqrt(2)
+
+    @staticmethod
+    def _stage(in_planes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        layers = [_BasicBlock(in_planes, planes, stride)]
+        layers += [_BasicBlock(planes, planes) for _ in range(blocks - 1)]
+        return nn.Sequential(*layers)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        out = torch.cat([self.cb_block(out), self.rb_block(out)], dim=1)
+        return F.adaptive_avg_pool2d(out, 1).flatten(1)
+
+    forward = forward_features
+
+
+@register_backbone("resnet32")
+def resnet32() -> nn.Module:
+    return ResNet32()
+
+
+# --------------------------------------------------------------------------- ResNeXt-50 32x4d
+class ResNeXt50(nn.Module):
+    """torchvision's ResNeXt-50 32x4d without its fc. Its init (kaiming normal, fan_out, BN gamma 1) is the
+    reference's ``normal(0, sqrt(2 / (k*k*out)))``. Departure: the pool is adaptive, so 32x32 CIFAR input
+    works (the reference's fixed ``AvgPool2d(7)`` crashes there, its issue #29)."""
+
+    num_features = 2048
+
+    def __init__(self):
+        super().__init__()
+        net = torchvision.models.resnext50_32x4d(weights=None)
+        self.body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool,
+                                  net.layer1, net.layer2, net.layer3, net.layer4)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return F.adaptive_avg_pool2d(self.body(x), 1).flatten(1)
+
+    forward = forward_features
+
+
+@register_backbone("resnext50_32x4d")
+def resnext50_32x4d() -> nn.Module:
+    return ResNeXt50()
+
+
+# --------------------------------------------------------------------------- heads
+class CausalNormHead(nn.Module):
+    """The multi-head causal-norm classifier (Eq. 7 in training, Eq. 8 when given ``alpha``)."""
+
+    def __init__(self, num_features: int, num_classes: int, *, num_heads: int = 2, tau: float = 16.0,
+                 gamma: float = 1 / 32):
+        super().__init__()
+        if num_features % num_heads:
+            raise LtKitError(f"num_heads={num_heads} does not divide the feature dimension {num_features}")
+        bound = 1 / math.sqrt(num_features)                 # the reference's uniform(-1/sqrt(D), 1/sqrt(D))
+        self.weight = nn.Parameter(torch.empty(num_classes, num_features).uniform_(-bound, bound))
+        self.num_heads, self.tau, self.gamma = num_heads, tau, gamma
+
+    def forward(self, features: Tensor, direction: Tensor | None = None, alpha: float = 0.0) -> Tensor:
+        return tde_logits(features, self.weight, direction, alpha,
+                          tau=self.tau, gamma=self.gamma, num_heads=self.num_heads)
+
+
+class LinearHead(nn.Module):
+    """Bias-free linear classifier: the softmax baseline ("Baseline (linear, no bias)")."""
+
+    def __init__(self, num_features: int, num_classes: int, **_):
+        super().__init__()
+        self.fc = nn.Linear(num_features, num_classes, bias=False)
+
+    @property
+    def weight(self) -> Tensor:
+        return self.fc.weight
+
+    def forward(self, features: Tensor, direction: Tensor | None = None, alpha: float = 0.0) -> Tensor:
+        return self.fc(features)
+
+
+HEADS = {"causal_norm": CausalNormHead, "linear": LinearHead}
+
+
+class LTModel(nn.Module):
+    """Backbone + head + the momentum direction, kept as a buffer so it is saved with the weights and
+    moves with ``.to(device)``. The training step updates it explicitly (see ``train.train_one_epoch``)."""
+
+    def __init__(self, arch: str, num_classes: int, *, head: str = "causal_norm", num_heads: int = 2,
+                 tau: float = 16.0, gamma: float = 1 / 32):
+        super().__init__()
+        if head not in HEADS:
+            raise LtKitError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
+        self.arch, self.head_name, self.num_classes = arch, head, num_classes
+        self.backbone = create_backbone(arch)
+        self.num_features = self.backbone.num_features
+        self.head = HEADS[head](self.num_features, num_classes, num_heads=num_heads, tau=tau, gamma=gamma)
+        self.register_buffer("direction", torch.zeros(self.num_features))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Training forward: (Eq. 7 logits, features)."""
+        feats = self.backbone(x)        # backbone.forward is forward_features; calling the module honours compile()
+        return self.head(feats), feats
+
+    def signature(self) -> dict:
+        """What a checkpoint must match to be loaded into this model."""
+        return {"arch": self.arch, "head": self.head_name, "num_classes": self.num_classes,
+                "num_features": self.num_features}
