@@ -180,10 +180,12 @@ def test_run(run_dir, *, alpha: float | None = None, checkpoint=None, device: st
         if checkpoint is None:
             cache.save(run / "features.pt")
     metrics = summary(cache, a)
-    write_json(run / "metrics.json", {**(_read(run / "metrics.json")), **metrics})
+    if checkpoint is None:          # another checkpoint's numbers must not overwrite this run's metrics
+        write_json(run / "metrics.json", {**(_read(run / "metrics.json")), **metrics})
     with open(run / "evaluations.jsonl", "a") as f:
         import json
-        f.write(json.dumps({k: metrics[k] for k in ("alpha", "softmax", "tde")}) + "\n")
+        f.write(json.dumps({"checkpoint": str(checkpoint) if checkpoint else None,
+                            **{k: metrics[k] for k in ("alpha", "softmax", "tde")}}) + "\n")
     run.log(f"test alpha={a:g}" + (f" checkpoint={checkpoint}" if checkpoint else ""))
     return metrics
 
