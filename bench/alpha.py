@@ -28,11 +28,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CpuLoad, contention_note, machine_info, machine_lines, median, write_results  # noqa: E402
+from common import CpuLoad, contention_note, machine_info, machine_lines, median, write_results, threads_and_device  # noqa: E402
 
-from lt_kit.build import resolve_device  # noqa: E402
 from lt_kit.data import long_tail_counts  # noqa: E402
-from lt_kit.errors import LtKitError  # noqa: E402
 from lt_kit.evaluate import AlphaEvaluator, FeatureCache, one_thread  # noqa: E402
 from lt_kit.metrics import shot_accuracy  # noqa: E402
 from lt_kit.models import LTModel  # noqa: E402
@@ -116,11 +114,7 @@ def main(argv=None) -> dict:
     p.add_argument("--out", help="write alpha.json and alpha.md into this folder")
     p.add_argument("--note", default="", help="load note for the markdown")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    try:
-        device = resolve_device(args.device)
-    except LtKitError as e:
-        p.error(str(e))
+    device = threads_and_device(p, args)
     alphas = [float(a) for a in np.random.RandomState(0).permutation(np.linspace(0.0, 3.0, args.alphas))]
 
     with CpuLoad() as load:

@@ -107,3 +107,14 @@ def machine_lines(info: dict, contention: str) -> list[str]:
     return [f"- Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} "
             f"(torchvision {info['torchvision']}), {info['torch_threads']} torch threads, device {dev}",
             f"- Load: {contention}"]
+
+
+def threads_and_device(parser, args) -> torch.device:
+    """Apply ``--threads`` and resolve ``--device`` the way lt_kit does; a bad device is a usage error."""
+    from lt_kit.build import resolve_device
+    from lt_kit.errors import LtKitError
+    torch.set_num_threads(args.threads)
+    try:
+        return resolve_device(args.device)
+    except LtKitError as e:
+        parser.error(str(e))

@@ -36,12 +36,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CpuLoad, contention_note, machine_info, machine_lines, median, write_results  # noqa: E402
+from common import CpuLoad, contention_note, machine_info, machine_lines, median, write_results, threads_and_device  # noqa: E402
 
-from lt_kit.build import build_data, resolve_device  # noqa: E402
+from lt_kit.build import build_data  # noqa: E402
 from lt_kit.config import resolve  # noqa: E402
 from lt_kit.data import dataset_info, long_tail_counts  # noqa: E402
-from lt_kit.errors import LtKitError  # noqa: E402
 from lt_kit.loaders import TensorLoader  # noqa: E402
 from lt_kit.models import LTModel  # noqa: E402
 from lt_kit.schedule import lr_at  # noqa: E402
@@ -277,11 +276,7 @@ def main(argv=None) -> dict:
     p.add_argument("--note", default="", help="load note for the markdown, e.g. 'contended: another job ran'")
     args = p.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
-    try:
-        device = resolve_device(args.device)
-    except LtKitError as e:
-        p.error(str(e))
+    device = threads_and_device(p, args)
     gpu = device.type == "cuda"
     rounds = args.rounds if args.rounds is not None else 1 if args.quick else 5
     steps = args.steps if args.steps is not None else 20 if gpu else 1

@@ -15,6 +15,7 @@ import yaml
 
 from .data import DATASETS
 from .errors import LtKitError
+from .tde import check_alpha
 
 # name: (default, type, help). Types: bool, int, float, str, list (of ints).
 PARAMS: dict[str, tuple[Any, type, str]] = {
@@ -108,13 +109,11 @@ def resolve(overrides: dict[str, Any] | None = None, where: str = "") -> dict[st
     dataset = coerce("dataset", overrides.get("dataset", DEFAULTS["dataset"]), where)
     params = {**DEFAULTS, **DATASETS[dataset].recipe, **overrides}
     params = {k: coerce(k, v, where) for k, v in params.items()}
-    from .models import HEADS, list_backbones
+    from .models import list_backbones           # late: models imports torch, config stays light
     if params["arch"] not in list_backbones():
         raise LtKitError(f"unknown arch {params['arch']!r}{where}; valid: {', '.join(list_backbones())}")
-    assert set(HEADS) == set(CHOICES["head"])
     if params["imbalance_ratio"] < 1:
         raise LtKitError(f"imbalance_ratio must be >= 1 (largest/smallest class), got {params['imbalance_ratio']}")
-    from .tde import check_alpha
     try:
         check_alpha(params["alpha"])
     except ValueError as e:

@@ -7,6 +7,7 @@ and the momentum direction ``d <- mu*d + mean(features)`` updated every step fro
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 
 import torch
@@ -16,10 +17,10 @@ from tqdm.auto import tqdm
 from . import distributed as D
 from .build import build_data, build_model, resolve_device
 from .errors import LtKitError, NonFiniteLossError
-from .evaluate import AlphaEvaluator, FeatureCache, extract_features, format_table, summary
-from .runs import RunDir, load_checkpoint, write_json
+from .evaluate import FeatureCache, extract_features, format_table, summary
+from .runs import RunDir, load_checkpoint, read_json, write_json
 from .schedule import lr_at, mu_at
-from .tde import update_direction
+from .tde import check_alpha, update_direction
 
 
 def train_one_epoch(model, loader, optimizer, *, mu: float, epoch: int, dist=D.DistInfo(), bf16: bool = False,
@@ -161,7 +162,6 @@ def test_run(run_dir, *, alpha: float | None = None, checkpoint=None, device: st
     run = RunDir(run_dir)
     params = run.params()
     a = params["alpha"] if alpha is None else alpha
-    from .tde import check_alpha
     try:
         a = check_alpha(a)
     except ValueError as e:
@@ -183,7 +183,6 @@ def test_run(run_dir, *, alpha: float | None = None, checkpoint=None, device: st
     if checkpoint is None:          # another checkpoint's numbers must not overwrite this run's metrics
         write_json(run / "metrics.json", {**(_read(run / "metrics.json")), **metrics})
     with open(run / "evaluations.jsonl", "a") as f:
-        import json
         f.write(json.dumps({"checkpoint": str(checkpoint) if checkpoint else None,
                             **{k: metrics[k] for k in ("alpha", "softmax", "tde")}}) + "\n")
     run.log(f"test alpha={a:g}" + (f" checkpoint={checkpoint}" if checkpoint else ""))
@@ -191,7 +190,6 @@ def test_run(run_dir, *, alpha: float | None = None, checkpoint=None, device: st
 
 
 def _read(path) -> dict:
-    from .runs import read_json
     try:
         return read_json(path)
     except (OSError, ValueError):
