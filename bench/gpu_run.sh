@@ -24,6 +24,7 @@ echo "unpacked at $(elapsed) s"
 # shellcheck disable=SC2086
 $PY bench/accuracy_parallel.py --data-root "$DATA" --epochs "${EPOCHS:-200}" --deadline "${DEADLINE:-500}" \
     --kept "$DATA/kept_train_indices.npy" --runs "$RUNS" --out "$OUT/accuracy_gpu" --set channels_last=true \
+    --job-rate-cap "${JOB_RATE_CAP:-55}" \
     --jobs $JOBS 2>&1 | tee "$OUT/driver.log"
 echo "table done at $(elapsed) s"
 for d in "$RUNS"/*causal_norm*; do
