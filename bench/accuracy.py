@@ -49,6 +49,11 @@ def schedule(epochs: int) -> dict:
             "milestones": [round(0.6 * epochs), round(0.8 * epochs)]}
 
 
+def run_name(dataset: str, ratio: float, head: str, seed: int, epochs: int, tag: str = "") -> str:
+    """The run dir's name under ``--runs`` (bench/accuracy_parallel.py finds runs by it)."""
+    return f"{dataset}_r{ratio:g}_{head}{tag}_s{seed}_e{epochs}"
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
     out = [f"# CIFAR-LT accuracy, ResNet-32 ({meta['machine']})", "",
            f"Command: `{meta['command']}`  ", f"Epochs: {meta['epochs']} (schedule: {meta['schedule']}), "
@@ -95,7 +100,7 @@ def main() -> None:
                     params = resolve({**preset, **schedule(args.epochs), "data_root": args.data_root, "head": head,
                                       "imbalance_ratio": ratio, "seed": seed, "device": args.device, **extra, **own})
                     tag = "".join(f"_{k}{v}" for k, v in own.items())
-                    run = Path(args.runs) / f"{ds}_r{ratio:g}_{head}{tag}_s{seed}_e{args.epochs}"
+                    run = Path(args.runs) / run_name(ds, ratio, head, seed, args.epochs, tag)
                     t = time.time()
                     m = fit(params, run, overwrite=True, progress=False)
                     secs = time.time() - t

@@ -30,7 +30,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from accuracy import PAPER, machine, markdown, schedule  # noqa: E402
+from accuracy import machine, markdown, run_name, schedule  # noqa: E402
 
 
 def parse_job(text: str) -> dict:
@@ -103,7 +103,7 @@ def run_jobs(jobs: list[dict], args, base_cmd: list[str], runs: Path) -> None:
     for j in jobs:
         j["log"] = runs / "logs" / f"{j['tag']}.log"
         j["result"] = runs / "results" / j["tag"]
-        j["run_dir"] = runs / f"cifar10_lt_r{j['ratio']:g}_{j['head']}_s{j['seed']}_e{args.epochs}"
+        j["run_dir"] = runs / run_name("cifar10_lt", j["ratio"], j["head"], j["seed"], args.epochs)
         cmd = base_cmd + ["--ratios", f"{j['ratio']:g}", "--seeds", str(j["seed"]), "--heads", j["head"],
                           "--out", str(j["result"])]
         j["proc"] = subprocess.Popen(cmd, stdout=open(j["log"], "w"), stderr=subprocess.STDOUT, env=env)
