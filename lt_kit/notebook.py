@@ -149,10 +149,9 @@ def check_train_parameters(namespace: dict) -> TrainJob:
     for k in PATH_PARAMS:             # a resumed run's own paths stay as written, or resume sees a change
         if k in params and not (extra["resume"] and namespace[k] is None):
             params[k] = resolve_path(params[k])
-    if run.exists() and not (extra["overwrite"] or extra["resume"]):
-        raise LtKitError(f"{run_dir} holds an earlier run; set overwrite=True to replace it (it is moved aside), "
-                         "resume=True to continue it, or choose another run_dir")
-    run.check(params, resume=extra["resume"], overwrite=extra["overwrite"])    # resume: a checkpoint, same params
+    run.check(params, resume=extra["resume"], overwrite=extra["overwrite"],
+              advice="set overwrite=True to replace it (it is moved aside), resume=True to continue it, "
+                     "or choose another run_dir")
     return TrainJob(params, run_dir, extra["overwrite"], extra["resume"])
 
 

@@ -22,6 +22,7 @@ import yaml
 from .errors import LtKitError
 
 CHECKPOINT_FORMAT = "lt_kit-checkpoint/1"
+CLI_ADVICE = "pass --resume to continue it, --overwrite to replace it, or choose another --run-dir"
 MARKERS = ("params.yaml", "checkpoint.pt", "metrics.json")     # what makes a folder "an earlier run"
 
 
@@ -70,9 +71,10 @@ class RunDir:
     def exists(self) -> bool:
         return any((self.path / m).exists() for m in MARKERS)
 
-    def check(self, params: dict, *, resume: bool = False, overwrite: bool = False) -> None:
+    def check(self, params: dict, *, resume: bool = False, overwrite: bool = False, advice: str = CLI_ADVICE) -> None:
         """Raise if this folder cannot take the run: an earlier run without --resume/--overwrite, nothing to
-        resume, or a resume with other parameters. Writes nothing."""
+        resume, or a resume with other parameters. ``advice`` says how the caller's user sets those options
+        (the notebook's words differ from the CLI's). Writes nothing."""
         if resume:
             if not (self / "checkpoint.pt").is_file():
                 raise LtKitError(f"nothing to resume in {self.path}: no checkpoint.pt (drop --resume to start)")
@@ -83,8 +85,7 @@ class RunDir:
                 raise LtKitError(f"cannot resume {self.path} with different parameters: "
                                  + ", ".join(f"{k}={old.get(k)!r}->{params[k]!r}" for k in changed))
         elif self.exists() and not overwrite:
-            raise LtKitError(f"{self.path} holds an earlier run; pass --resume to continue it, --overwrite to "
-                             "replace it, or choose another --run-dir")
+            raise LtKitError(f"{self.path} holds an earlier run; {advice}")
 
     def prepare(self, params: dict, *, resume: bool = False, overwrite: bool = False) -> None:
         """Create the folder for a new run (an earlier one is moved aside with ``overwrite``), write provenance."""

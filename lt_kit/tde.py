@@ -48,14 +48,14 @@ def tde_parts(features: Tensor, weight: Tensor, direction: Tensor | None, *, tau
     ``tau/H * sum_h cos(x_h, d_h) * <d_h_hat, w_tilde_h>``. Computing both once makes every later alpha
     a single fused multiply-add (the alpha slider and ``bench/alpha.py`` rely on this).
     """
-    x = unit_norm(split_heads(features, num_heads))                                       # (B, H, D/H)
-    w = split_heads(weight, num_heads)                                                # (C, H, D/H)
+    x = unit_norm(split_heads(features, num_heads))                                    # (B, H, D/H)
+    w = split_heads(weight, num_heads)                                                 # (C, H, D/H)
     w = w / (w.norm(dim=-1, keepdim=True) + gamma)                                     # causal norm
     scale = tau / num_heads
     base = torch.einsum("bhd,chd->bc", x, w) * scale
     if direction is None:
         return base, torch.zeros_like(base)
-    d = unit_norm(split_heads(direction.to(features.dtype), num_heads))                   # (H, D/H)
+    d = unit_norm(split_heads(direction.to(features.dtype), num_heads))                # (H, D/H)
     cos = torch.einsum("bhd,hd->bh", x, d)                                             # cos(x_h, d_h)
     wd = torch.einsum("chd,hd->ch", w, d)                                              # <w_tilde_h, d_h>
     effect = torch.einsum("bh,ch->bc", cos, wd) * scale
