@@ -296,7 +296,7 @@ def main(argv=None) -> dict:
 
     tmp = None
     if args.data_root:
-        root, data_desc = Path(args.data_root), f"real CIFAR-10 from {args.data_root}"
+        root, data_desc = Path(args.data_root), "real CIFAR-10 from $CIFAR"     # no machine path in results
     else:
         tmp = tempfile.TemporaryDirectory(prefix="lt_speed_")
         root, data_desc = Path(tmp.name), "fake CIFAR-10 (noise pixels, real shapes)"
@@ -386,7 +386,10 @@ def main(argv=None) -> dict:
                 "goals": {"a_over_c": 0.95, "a_over_b": 1.3}, "notes": notes})
     res = {**out, **res, "machine": info_m}
     if args.out:
-        command = shlex.join(["python", "bench/speed.py", *(sys.argv[1:] if argv is None else argv)])
+        argv_ = sys.argv[1:] if argv is None else argv
+        command = shlex.join(["python", "bench/speed.py", *argv_])
+        if args.data_root:
+            command = command.replace(shlex.quote(args.data_root), "$CIFAR")
         md = markdown(res, info_m, contention_note(load.others_cores, args.note), command)
         res["command"] = command
         for path in write_results(args.out, "speed", res, md):

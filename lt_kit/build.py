@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from .data import dataset_info, load_tensor_dataset
-from .errors import LtKitError
+from .errors import LtKitError, worker_error
 from .loaders import TensorLoader
 from .models import LTModel
 
@@ -34,6 +34,24 @@ class Data:
     train_counts: list[int]
     class_names: list[str]
     subset_indices: object        # numpy indices into the full training split
+    val_indices: object = None    # numpy indices of the validation split drawn from the training pool, if any
+
+
+def _cpus() -> int:
+    """CPU cores this process may use (more DataLoader workers than that only add a torch warning)."""
+    import os
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _smaller_batch(n: int) -> int:
+    """A power of two giving about 8 steps per epoch over ``n`` images (at least 1)."""
+    b = 1
+    while b * 2 <= max(1, n // 8):
+        b *= 2
+    return b
 
 
 class _FileLoader:
@@ -47,11 +65,14 @@ class _FileLoader:
         self.generator = g
         self.loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size // world_size, shuffle=train and self.sampler is None,
-            sampler=self.sampler, num_workers=num_workers, pin_memory=device.type == "cuda", drop_last=train,
-            generator=g)   # workers restart each epoch, seeded from (seed, epoch): resumable
+            sampler=self.sampler, num_workers=min(num_workers, _cpus()), pin_memory=device.type == "cuda",
+            drop_last=train, generator=g)   # workers restart each epoch, seeded from (seed, epoch): resumable;
+        # (no more workers than cores: more only add a torch warning and wait for a core)
         self.device, self.channels_last = device, channels_last
         if train and len(self.loader) == 0:
-            raise LtKitError(f"batch_size {batch_size} is larger than the training split ({len(dataset)} images)")
+            raise LtKitError(f"batch_size {batch_size} is larger than the training split ({len(dataset)} images); "
+                             f"set a smaller one, e.g. --set batch_size={_smaller_batch(len(dataset))} (the recipe: "
+                             "`python -m lt_kit params --dataset NAME`)")
 
     def set_epoch(self, epoch: int) -> None:
         """Seed this epoch's order from (seed, epoch), so a resumed run sees the same batches."""
@@ -64,9 +85,12 @@ class _FileLoader:
 
     def __iter__(self):
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        for x, y in self.loader:
-            yield (x.to(self.device, non_blocking=True).contiguous(memory_format=fmt),
-                   y.to(self.device, non_blocking=True))
+        try:
+            for x, y in self.loader:
+                yield (x.to(self.device, non_blocking=True).contiguous(memory_format=fmt),
+                       y.to(self.device, non_blocking=True))
+        except LtKitError as e:         # raised in a worker: torch wraps it in the worker's traceback
+            raise worker_error(e) from None
 
 
 def build_data(params: dict, device: torch.device, rank: int = 0, world_size: int = 1) -> Data:
@@ -78,12 +102,14 @@ def build_data(params: dict, device: torch.device, rank: int = 0, world_size: in
     if info.kind == "tensor":
         d = load_tensor_dataset(params["dataset"], params["data_root"], imbalance_ratio=params["imbalance_ratio"],
                                 max_per_class=params["max_per_class"], subset_seed=params["subset_seed"],
-                                download=params["download"])
+                                download=params["download"], val_per_class=params["val_per_class"])
         kw = dict(batch_size=bs, mean=info.mean, std=info.std, pad=info.pad, seed=seed, channels_last=cl)
         train = TensorLoader(d["train"].images.to(device), d["train"].labels.to(device), train=True,
                              rank=rank, world_size=world_size, **kw)
         test = TensorLoader(d["test"].images.to(device), d["test"].labels.to(device), train=False, **kw)
-        return Data(train, test, None, d["train_counts"], d["class_names"], d["subset_indices"])
+        val = TensorLoader(d["val"].images.to(device), d["val"].labels.to(device), train=False, **kw) \
+            if d["val"] is not None else None
+        return Data(train, test, val, d["train_counts"], d["class_names"], d["subset_indices"], d["val_indices"])
     from .imagefiles import load_file_dataset
     d = load_file_dataset(params, info)
     kw = dict(batch_size=bs, num_workers=params["num_workers"], device=device, seed=seed, channels_last=cl)
@@ -96,4 +122,4 @@ def build_data(params: dict, device: torch.device, rank: int = 0, world_size: in
 def build_model(params: dict, num_classes: int) -> LTModel:
     """The backbone + head named by ``params`` (on the CPU; move it with ``.to(device)``)."""
     return LTModel(params["arch"], num_classes, head=params["head"], num_heads=params["num_heads"],
-                   tau=params["tau"], gamma=params["gamma"])
+                   tau=params["tau"], gamma=params["gamma"], norm_scale=params["norm_scale"])

@@ -24,8 +24,12 @@ PARAMS: dict[str, tuple[Any, type, str]] = {
     "data_root": ("data", str, "folder holding the data set (torchvision layout for CIFAR; image root otherwise)"),
     "download": (False, bool, "fetch CIFAR through torchvision if data_root lacks it"),
     "imbalance_ratio": (100.0, float, "largest / smallest class size of the training split (>= 1)"),
-    "max_per_class": (0, int, "images in the head class; 0 = all images of the largest class"),
-    "subset_seed": (0, int, "seed of the long-tailed subset (0 = LDAM/BBN's subset)"),
+    "max_per_class": (0, int, "images in the head class; 0 = as many as every class has (CIFAR/digits: all of "
+                              "the largest class; folder: the smallest class's size)"),
+    "subset_seed": (0, int, "seed of the long-tailed subset and of the val split (0 = LDAM/BBN's subset)"),
+    "val_per_class": (0, int, "CIFAR/digits: images per class held out first from the training pool as a balanced "
+                              "validation split (0 = none, the reference; 50 leaves CIFAR's head class 4,950)"),
+    "val_root": ("", str, "folder: class-per-subfolder balanced validation images ('' = no val split)"),
     "train_list": ("", str, "imagenet_lt: train list file ('' = <data_root>/ImageNet_LT_train.txt)"),
     "val_list": ("", str, "imagenet_lt: val list file, used to pick the best epoch"),
     "test_list": ("", str, "imagenet_lt: test list file"),
@@ -34,10 +38,16 @@ PARAMS: dict[str, tuple[Any, type, str]] = {
     "num_workers": (4, int, "DataLoader workers for image-file data sets"),
     # model
     "arch": ("resnet32", str, "backbone: resnet32, resnext50_32x4d"),
-    "head": ("causal_norm", str, "causal_norm (De-confound) or linear (softmax baseline, bias-free)"),
+    "head": ("causal_norm", str, "causal_norm (De-confound), linear (softmax baseline, bias-free) or norm_linear "
+                                 "(LDAM's cosine classifier); see methods.py"),
     "num_heads": (2, int, "K: heads of the causal-norm classifier"),
     "tau": (16.0, float, "tau: logit scale"),
     "gamma": (0.03125, float, "gamma: the causal norm's class-agnostic term, ||w|| + gamma"),
+    "norm_scale": (30.0, float, "norm_linear head (LDAM's normalised classifier): logit scale s"),
+    "loss": ("ce", str, "training loss: ce, logit_adjusted (tau=1: Balanced Softmax), ldam_drw (norm_linear head)"),
+    "loss_tau": (1.0, float, "logit_adjusted loss: tau of the log-prior shift (1 = Balanced Softmax)"),
+    "ldam_max_margin": (0.5, float, "ldam_drw: the largest class margin (LDAM: 0.5)"),
+    "drw_beta": (0.9999, float, "ldam_drw: beta of the deferred class-balanced weights, from the first lr drop"),
     "alpha": (1.0, float, "TDE strength at test time (0 = De-confound, no TDE)"),
     "mu": (0.9, float, "momentum of the direction d <- mu*d + batch-mean feature"),
     "mu_schedule": ("fixed", str, "fixed (CIFAR) or lr_scaled (ImageNet-LT: mu = 1 - 0.1*min(50*lr, 1))"),
@@ -51,8 +61,8 @@ PARAMS: dict[str, tuple[Any, type, str]] = {
     "warmup_epochs": (5, int, "linear warm-up epochs (warmup_multistep)"),
     "milestones": ([120, 160], list, "epochs at which lr is multiplied by lr_factor (warmup_multistep)"),
     "lr_factor": (0.01, float, "lr multiplier at each milestone"),
-    "select_best": (False, bool, "keep the epoch best on the val split (imagenet_lt); else the last epoch"),
-    "eval_every": (0, int, "evaluate the val/test split every N epochs (0 = only after training)"),
+    "select_best": (False, bool, "keep the epoch best on the validation split (needs one); else the last epoch"),
+    "eval_every": (0, int, "score the validation split every N epochs (needs one; 0 = only after training)"),
     # evaluation
     "many_threshold": (100, int, "many-shot: more than this many training images"),
     "few_threshold": (20, int, "few-shot: fewer than this many training images"),
@@ -66,8 +76,19 @@ PARAMS: dict[str, tuple[Any, type, str]] = {
     "sync_bn": (False, bool, "SyncBatchNorm across processes under torchrun"),
 }
 DEFAULTS: dict[str, Any] = {k: v[0] for k, v in PARAMS.items()}
-CHOICES = {"dataset": list(DATASETS), "head": ["causal_norm", "linear"], "mu_schedule": ["fixed", "lr_scaled"],
+CHOICES = {"dataset": list(DATASETS), "mu_schedule": ["fixed", "lr_scaled"],
            "schedule": ["warmup_multistep", "cosine"]}
+
+
+def choices(key: str) -> list[str] | None:
+    """The valid values of ``key``; heads and losses come from their registries (imported late: torch)."""
+    if key == "head":
+        from .models import HEADS
+        return list(HEADS)
+    if key == "loss":
+        from .methods import LOSSES
+        return list(LOSSES)
+    return CHOICES.get(key)
 
 
 def _unknown(key: str, where: str) -> LtKitError:
@@ -95,8 +116,9 @@ def coerce(key: str, value: Any, where: str = "") -> Any:
         raise LtKitError(f"parameter {key!r}{where} must be {typ.__name__}"
                          f"{' of ints' if typ is list else ''}, got {value!r} ({type(value).__name__})")
     value = float(value) if typ is float else list(value) if typ is list else value
-    if key in CHOICES and value not in CHOICES[key]:
-        raise LtKitError(f"parameter {key!r}{where} must be one of {', '.join(CHOICES[key])}, got {value!r}")
+    valid = choices(key)
+    if valid is not None and value not in valid:
+        raise LtKitError(f"parameter {key!r}{where} must be one of {', '.join(valid)}, got {value!r}")
     return value
 
 
@@ -118,10 +140,35 @@ def resolve(overrides: dict[str, Any] | None = None, where: str = "") -> dict[st
         check_alpha(params["alpha"])
     except ValueError as e:
         raise LtKitError(str(e)) from None
+    from .methods import check_loss
+    check_loss(params)
+    if params["val_per_class"] < 0:
+        raise LtKitError(f"val_per_class must be >= 0, got {params['val_per_class']}")
+    if params["select_best"] or params["eval_every"]:
+        check_val_split(params)
     for k in ("epochs", "batch_size", "num_heads"):
         if params[k] < 1:
             raise LtKitError(f"parameter {k!r} must be >= 1, got {params[k]}")
     return params
+
+
+def val_split_source(params: dict) -> str | None:
+    """Where ``params`` take a validation split from, or None when they have none."""
+    ds = params["dataset"]
+    if DATASETS[ds].kind == "tensor":
+        return f"val_per_class={params['val_per_class']}" if params["val_per_class"] else None
+    if ds == "folder":
+        return f"val_root={params['val_root']}" if params["val_root"] else None
+    return "the val list"                         # imagenet_lt: imagefiles checks that the list exists
+
+
+def check_val_split(params: dict) -> None:
+    """``select_best`` and ``eval_every`` pick and log on a validation split, never on the test set."""
+    if val_split_source(params) is None:
+        what = "select_best" if params["select_best"] else "eval_every"
+        how = "set val_per_class (e.g. 50)" if DATASETS[params["dataset"]].kind == "tensor" else "set val_root"
+        raise LtKitError(f"{what} needs a validation split and this run has none (choosing on the test set would "
+                         f"report a test-chosen result); {how}, or turn {what} off")
 
 
 def load_params_file(path: str | Path) -> dict[str, Any]:

@@ -168,18 +168,43 @@ def read_digits(test_per_class: int = 50) -> tuple[TensorSplit, TensorSplit, lis
             [str(i) for i in range(10)])
 
 
+def balanced_val_indices(labels: np.ndarray, num_classes: int, per_class: int, seed: int) -> np.ndarray:
+    """A balanced validation split drawn first from the training pool: per class (label order), shuffle
+    that class's indices with ``RandomState(seed)`` and keep the first ``per_class``. lt_kit's departure
+    from the reference (which selects on the test set): strengths and epochs are chosen on these images,
+    and the long-tailed subset is drawn from the rest."""
+    rng = np.random.RandomState(seed)
+    out = []
+    for c in range(num_classes):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) <= per_class:
+            raise LtKitError(f"class {c} has {len(idx)} training images, too few to hold out val_per_class="
+                             f"{per_class} and still train on it; lower val_per_class")
+        rng.shuffle(idx)
+        out.append(idx[:per_class])
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
 def load_tensor_dataset(name: str, data_root: str | Path, *, imbalance_ratio: float, max_per_class: int | None,
-                        subset_seed: int, download: bool = False) -> dict:
+                        subset_seed: int, download: bool = False, val_per_class: int = 0) -> dict:
     """Load a ``kind == "tensor"`` data set and cut its training split to the long-tailed profile.
 
-    Returns a dict with ``train``/``test`` (TensorSplit), ``train_counts``, ``class_names`` and
-    ``subset_indices`` (indices into the full training split, saved with the run)."""
+    With ``val_per_class > 0`` a balanced validation split is drawn first from the training pool
+    (:func:`balanced_val_indices`) and the long-tailed subset from the rest, so the head class of a full
+    CIFAR class has ``5000 - val_per_class`` images (``max_per_class = 0`` means "all that is left").
+    Returns a dict with ``train``/``val``/``test`` (TensorSplit; ``val`` None without a split),
+    ``train_counts``, ``class_names``, ``subset_indices`` and ``val_indices`` (indices into the full
+    training split, saved with the run)."""
     info = dataset_info(name)
     train, test, names = read_digits() if name == "digits_lt" else read_cifar(name, data_root, download=download)
-    full_counts = np.bincount(train.labels.numpy(), minlength=info.num_classes)
+    labels = train.labels.numpy()
+    val_idx = balanced_val_indices(labels, info.num_classes, val_per_class, subset_seed) if val_per_class else None
+    pool = np.setdiff1d(np.arange(len(labels)), val_idx) if val_idx is not None else np.arange(len(labels))
+    full_counts = np.bincount(labels[pool], minlength=info.num_classes)
     max_per_class = int(max_per_class or full_counts.max())
     counts = long_tail_counts(info.num_classes, max_per_class, imbalance_ratio)
-    idx = long_tail_indices(train.labels.numpy(), counts, subset_seed)
+    idx = pool[long_tail_indices(labels[pool], counts, subset_seed)]
     sub = TensorSplit(train.images[idx], train.labels[idx])
-    return dict(train=sub, test=test, train_counts=counts, class_names=names or [str(i) for i in range(len(counts))],
-                subset_indices=idx)
+    val = TensorSplit(train.images[val_idx], train.labels[val_idx]) if val_idx is not None else None
+    return dict(train=sub, val=val, test=test, train_counts=counts,
+                class_names=names or [str(i) for i in range(len(counts))], subset_indices=idx, val_indices=val_idx)

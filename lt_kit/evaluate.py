@@ -1,8 +1,11 @@
-"""Evaluation: one backbone pass over a split, cached; every alpha is then computed from the cache.
+"""Evaluation: one backbone pass over a split, cached; every method and strength is then computed from it.
 
 The reference recomputes the whole forward pass per alpha (reference-spec.md §6). Here the features,
-labels, classifier weight and momentum direction are saved once (``features.pt``) and
-``AlphaEvaluator`` turns any alpha into logits with one multiply-add (see ``tde.tde_parts``).
+labels, classifier weight and momentum direction are saved once (``features.pt`` for the test split,
+``val_features.pt`` for the validation split when the run has one) and ``MethodEvaluator`` turns any
+post-hoc method at any strength into logits in milliseconds (``AlphaEvaluator``: TDE, one multiply-add).
+Strengths are chosen on the validation split (:func:`choose_on_val`); the test-chosen optimum is kept
+only "for reading".
 """
 from __future__ import annotations
 
@@ -85,60 +88,162 @@ class FeatureCache:
                              f"`python -m lt_kit test --run-dir {path.parent}`") from None
 
 
-class AlphaEvaluator:
-    """Precomputes Eq. 8's two alpha-free terms; ``logits(alpha)`` is then ``base - alpha * effect``."""
+class MethodEvaluator:
+    """Scores a feature cache under one post-hoc method (``methods.POSTHOC``) at any strength; ``None``: the
+    head's own logits. The method's ``prepare`` precomputes everything strength-free once."""
 
-    def __init__(self, cache: FeatureCache):
+    def __init__(self, cache: FeatureCache, method: str | None = None):
+        from .methods import get_method, head_logits
         self.cache = cache
         self.num_classes = cache.weight.shape[0]
-        if cache.head == "causal_norm":
-            self.base, self.effect = tde_parts(cache.features, cache.weight, cache.direction, tau=cache.tau,
-                                               gamma=cache.gamma, num_heads=cache.num_heads)
-        else:                                            # linear head: no TDE, alpha has no effect
-            self.base, self.effect = cache.features @ cache.weight.T, None
+        self.method = get_method(method, cache.head) if method else None
+        if self.method is None:
+            base = head_logits(cache)
+            self._logits = lambda _s: base
+        else:
+            self._logits = self.method.prepare(cache)
         self.labels_np = cache.labels.numpy()
 
-    def logits(self, alpha: float) -> Tensor:
-        alpha = check_alpha(alpha)
-        return self.base if self.effect is None or alpha == 0 else torch.addcmul(self.base, self.effect, torch.tensor(-alpha))
+    def logits(self, strength: float) -> Tensor:
+        return self._logits(self.method.check(strength) if self.method else 0.0)
 
-    def predict(self, alpha: float) -> np.ndarray:
+    def predict(self, strength: float) -> np.ndarray:
         with one_thread():
-            return self.logits(alpha).argmax(1).numpy()
+            return self.logits(strength).argmax(1).numpy()
 
-    def metrics(self, alpha: float) -> dict:
-        """many/medium/few/overall, head/tail (median rule) and per-class accuracy at ``alpha``."""
+    def metrics(self, strength: float) -> dict:
+        """many/medium/few/overall, head/tail (median rule) and per-class accuracy at ``strength``."""
         c = self.cache
-        preds = self.predict(alpha)
+        preds = self.predict(strength)
         out = shot_accuracy(preds, self.labels_np, c.train_counts, c.many_threshold, c.few_threshold)
         out["head_tail"] = head_tail_accuracy(preds, self.labels_np, c.train_counts)
         out["per_class"] = per_class_accuracy(preds, self.labels_np, self.num_classes).tolist()
         out["pred_counts"] = np.bincount(preds, minlength=self.num_classes).tolist()
         return out
 
+    def overall(self, strength: float) -> float:
+        """Micro accuracy only (the quick path for choosing a strength)."""
+        return float((self.predict(strength) == self.labels_np).mean())
+
+    def sweep(self, strengths) -> list[dict]:
+        key = self.method.strength if self.method else "strength"
+        return [{key: float(a), **self.metrics(a)} for a in strengths]
+
+
+class AlphaEvaluator(MethodEvaluator):
+    """TDE's evaluator: ``logits(alpha)`` is ``base - alpha * effect`` (Eq. 8) on the causal-norm head; any alpha
+    (also negative, for reading) is accepted. On another head alpha has no effect."""
+
+    def __init__(self, cache: FeatureCache):
+        super().__init__(cache, "tde" if cache.head == "causal_norm" else None)
+
+    def logits(self, alpha: float) -> Tensor:
+        return self._logits(check_alpha(alpha))
+
     def sweep(self, alphas) -> list[dict]:
         return [{"alpha": float(a), **self.metrics(a)} for a in alphas]
 
 
-def summary(cache: FeatureCache, alpha: float) -> dict:
-    """The run's ``metrics.json``: the alpha used, ``softmax`` (no TDE; De-confound for the causal head)
-    and ``tde`` (None for the linear head), each with many/medium/few/overall and per-class accuracy."""
+TEST_CHOSEN_NOTE = "for reading, chosen on test"
+
+
+def choose_on_val(val_cache: FeatureCache, method: str) -> dict:
+    """The strength on the method's grid with the best overall accuracy on the (balanced) validation split;
+    ties go to the smallest strength. Never looks at the test set."""
+    ev = MethodEvaluator(val_cache, method)
+    accs = [(ev.overall(s), -s) for s in ev.method.grid()]
+    acc, neg = max(accs)
+    return {"strength": float(-neg), "val_overall": acc}
+
+
+def method_summary(cache: FeatureCache, method: str, preset_alpha: float, val_cache: FeatureCache | None) -> dict:
+    """One post-hoc method on one run: its paper rule, the validation-chosen strength (None without a
+    validation split) with test metrics at each, and the test-chosen optimum (labelled, never a result)."""
+    ev = MethodEvaluator(cache, method)
+    m = ev.method
+    rule = float(m.rule(preset_alpha))
+    out = {"label": m.label, "strength_name": m.strength,
+           "rule": {"strength": rule, "how": m.rule_text, "metrics": ev.metrics(rule)}, "val": None}
+    if val_cache is not None:
+        chosen = choose_on_val(val_cache, method)
+        out["val"] = {**chosen, "how": f"best overall accuracy on the validation split over {m.strength} in "
+                                       f"0..{m.grid_max:g} step {m.grid_step:g}",
+                      "metrics": ev.metrics(chosen["strength"])}
+    best = max((ev.overall(s), -s) for s in m.grid())
+    out["test_chosen"] = {"strength": float(-best[1]), "overall": best[0], "note": TEST_CHOSEN_NOTE}
+    return out
+
+
+def summary(cache: FeatureCache, alpha: float, val_cache: FeatureCache | None = None) -> dict:
+    """The run's ``metrics.json``: the alpha used, ``softmax`` (the head's own logits; De-confound for the
+    causal head), ``tde`` (None for other heads), each with many/medium/few/overall and per-class accuracy,
+    and ``methods``: every post-hoc method that applies to the head (see :func:`method_summary`)."""
+    from .methods import methods_for
     ev = AlphaEvaluator(cache)
     tde = ev.metrics(alpha) if cache.head == "causal_norm" else None
     return {"alpha": float(alpha), "head": cache.head, "softmax": ev.metrics(0.0), "tde": tde,
+            "methods": {m.name: method_summary(cache, m.name, alpha, val_cache) for m in methods_for(cache.head)},
+            "val_images": None if val_cache is None else len(val_cache.labels),
             "train_counts": cache.train_counts, "class_names": cache.class_names,
             "thresholds": {"many": cache.many_threshold, "few": cache.few_threshold}}
 
 
+def row_name(head: str, method: str | None, strength: float | None = None, how: str = "", loss: str = "ce") -> str:
+    """``De-confound``, ``De-confound-TDE (a=1)``, ``Softmax + logit adj. (tau=0.85, val)``, ``LDAM-DRW`` ...
+    (a run trained with a loss other than cross-entropy is named by its loss)."""
+    from .methods import HEADS, LOSSES, POSTHOC
+    label = LOSSES[loss].label if loss != "ce" and loss in LOSSES else HEADS[head].label if head in HEADS else head
+    if method is None:
+        return label
+    m = POSTHOC[method]
+    name = f"{label}-TDE" if method == "tde" else f"{label} + {m.label}"
+    short = "a" if m.strength == "alpha" else m.strength
+    return f"{name} ({short}={strength:g}{', ' + how if how else ''})"
+
+
+def table_rows(metrics: dict) -> list[tuple[str, dict]]:
+    """(row name, metrics) for every result a run's metrics hold: the head's own, then each post-hoc method at
+    its paper rule and at its validation-chosen strength. The test-chosen optimum is not a row."""
+    head, loss = metrics["head"], metrics.get("loss", "ce")
+    rows = [(row_name(head, None, loss=loss), metrics["softmax"])]
+    methods = metrics.get("methods")
+    if methods is None:                                     # an older run: TDE at its alpha only
+        if metrics.get("tde"):
+            rows.append((row_name(head, "tde", metrics["alpha"]), metrics["tde"]))
+        return rows
+    for name, e in methods.items():
+        rows.append((row_name(head, name, e["rule"]["strength"], loss=loss), e["rule"]["metrics"]))
+        if e.get("val"):
+            rows.append((row_name(head, name, e["val"]["strength"], "val", loss=loss), e["val"]["metrics"]))
+    return rows
+
+
+def format_rows(rows: list[tuple[str, dict]], thresholds: dict, notes: tuple[str, ...] = ()) -> str:
+    """Rows of (name, metrics) as a table in percent: many, medium, few, overall as the reference prints them,
+    then head / tail (classes above / below the median training count)."""
+    def pct(v):
+        return "   -  " if v != v else f"{100 * v:6.2f}"
+    width = max(30, max(len(n) for n, _ in rows) + 2)
+    cols = ("many", "medium", "few", "overall", "head", "tail")
+    lines = [f"{'':<{width}}" + "".join(f"{c:>9}" for c in cols)]
+    for name, m in rows:
+        vals = [m[k] for k in cols[:4]] + [m.get("head_tail", {}).get(k, float("nan")) for k in cols[4:]]
+        lines.append(f"{name:<{width}}" + "".join(f"{pct(v):>9}" for v in vals))
+    lines.append(f"(many: >{thresholds['many']} training images, few: <{thresholds['few']}; head/tail: above/below "
+                 "the median training count; '-' = no class in that split)")
+    return "\n".join([*lines, *notes])
+
+
 def format_table(metrics: dict) -> str:
-    """The results table (percent), as the reference prints it: many, medium, few, overall."""
-    def row(name, m):
-        vals = ["   -  " if m[k] != m[k] else f"{100 * m[k]:6.2f}" for k in ("many", "medium", "few", "overall")]
-        return f"{name:<26}" + "".join(f"{v:>9}" for v in vals)
-    first = "De-confound (alpha=0)" if metrics["head"] == "causal_norm" else "Softmax (linear head)"
-    lines = [f"{'':<26}{'many':>9}{'medium':>9}{'few':>9}{'overall':>9}", row(first, metrics["softmax"])]
-    if metrics.get("tde"):
-        lines.append(row(f"De-confound-TDE (a={metrics['alpha']:g})", metrics["tde"]))
-    t = metrics["thresholds"]
-    lines.append(f"(many: >{t['many']} training images, few: <{t['few']}; '-' = no class in that split)")
-    return "\n".join(lines)
+    """A run's results table; rows: see :func:`table_rows`. Notes say how strengths were chosen and give the
+    test-chosen optimum, labelled as such."""
+    notes = []
+    methods = metrics.get("methods") or {}
+    if methods:
+        val = metrics.get("val_images")
+        notes.append("rule = the paper's fixed strength; " + (f"val = chosen on the {val}-image validation split"
+                     if val else "no validation split in this run, so no strength was chosen on one"))
+        notes.append(f"{TEST_CHOSEN_NOTE}: " + ", ".join(
+            f"{e['label']} {e['strength_name']}={e['test_chosen']['strength']:g} "
+            f"({100 * e['test_chosen']['overall']:.2f}%)" for e in methods.values()))
+    return format_rows(table_rows(metrics), metrics["thresholds"], tuple(notes))

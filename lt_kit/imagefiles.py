@@ -127,7 +127,13 @@ def _folder(params: dict, root: Path):
         only_tr, only_te = sorted(set(names) - set(test_names)), sorted(set(test_names) - set(names))
         raise LtKitError(f"train ({root}) and test ({Path(params['test_root']).expanduser()}) class folders "
                          f"differ: only in train {only_tr}, only in test {only_te}; both need the same classes")
-    return names, train, test
+    val = None
+    if params["val_root"]:
+        val_names, val = scan_folder(params["val_root"])
+        if val_names != names:
+            raise LtKitError(f"val_root ({Path(params['val_root']).expanduser()}) class folders differ from the "
+                             f"training folders ({root}); both need the same classes")
+    return names, train, val, test
 
 
 def load_file_dataset(params: dict, info) -> dict:
@@ -145,8 +151,8 @@ def load_file_dataset(params: dict, info) -> dict:
         train, val, test = _imagenet_lt(params, root, num_classes)
         names = [str(i) for i in range(num_classes)]
     else:
-        names, train, test = _folder(params, root)
-        val, num_classes = None, len(names)
+        names, train, val, test = _folder(params, root)
+        num_classes = len(names)
     labels = np.array([s[1] for s in train])
     counts = np.bincount(labels, minlength=num_classes).tolist()
     idx = np.arange(len(train))

@@ -131,11 +131,30 @@ def resnext50_32x4d() -> nn.Module:
 
 
 # --------------------------------------------------------------------------- heads
+HEADS: dict[str, type] = {}
+
+
+def register_head(name: str):
+    """Register a classifier head under ``name`` (config's valid ``head`` values come from here). A head
+    takes ``(num_features, num_classes, **params)``, has a ``weight`` (C, D), a ``label`` (its plain row in
+    tables) and ``cache_logits(cache)``: its logits from a feature cache, which post-hoc methods build on."""
+    def deco(cls):
+        if name in HEADS:
+            raise ValueError(f"head {name!r} registered twice")
+        HEADS[name] = cls
+        cls.name = name
+        return cls
+    return deco
+
+
+@register_head("causal_norm")
 class CausalNormHead(nn.Module):
     """The multi-head causal-norm classifier (Eq. 7 in training, Eq. 8 when given ``alpha``)."""
 
+    label = "De-confound"
+
     def __init__(self, num_features: int, num_classes: int, *, num_heads: int = 2, tau: float = 16.0,
-                 gamma: float = 1 / 32):
+                 gamma: float = 1 / 32, **_):
         super().__init__()
         if num_features % num_heads:
             raise LtKitError(f"num_heads={num_heads} does not divide the feature dimension {num_features}")
@@ -147,9 +166,17 @@ class CausalNormHead(nn.Module):
         return tde_logits(features, self.weight, direction, alpha,
                           tau=self.tau, gamma=self.gamma, num_heads=self.num_heads)
 
+    @staticmethod
+    def cache_logits(cache) -> Tensor:
+        return tde_logits(cache.features, cache.weight, None, 0.0, tau=cache.tau, gamma=cache.gamma,
+                          num_heads=cache.num_heads)
 
+
+@register_head("linear")
 class LinearHead(nn.Module):
     """Bias-free linear classifier: the softmax baseline ("Baseline (linear, no bias)")."""
+
+    label = "Softmax"
 
     def __init__(self, num_features: int, num_classes: int, **_):
         super().__init__()
@@ -162,8 +189,37 @@ class LinearHead(nn.Module):
     def forward(self, features: Tensor, direction: Tensor | None = None, alpha: float = 0.0) -> Tensor:
         return self.fc(features)
 
+    @staticmethod
+    def cache_logits(cache) -> Tensor:
+        return cache.features @ cache.weight.T
 
-HEADS = {"causal_norm": CausalNormHead, "linear": LinearHead}
+
+@register_head("norm_linear")
+class NormLinearHead(nn.Module):
+    """LDAM's normalised linear classifier (kaidic/LDAM-DRW ``models/resnet_cifar.py::NormedLinear``): logits are
+    ``scale * cos(x, w_c)``, scale s = ``norm_scale`` (LDAM's s = 30; LDAM applies it inside its loss, lt_kit in
+    the head, which gives the same loss and makes post-hoc logit adjustment see LDAM's logit scale).
+    ``weight`` is the effective classifier: the unit class weights times the scale, so the feature cache holds
+    everything ``cache_logits`` needs."""
+
+    label = "Norm-linear"
+
+    def __init__(self, num_features: int, num_classes: int, *, norm_scale: float = 30.0, **_):
+        super().__init__()
+        w = torch.empty(num_classes, num_features).uniform_(-1, 1)
+        self.raw_weight = nn.Parameter(w.renorm_(2, 0, 1e-5).mul_(1e5))     # LDAM's init: unit rows
+        self.scale = float(norm_scale)
+
+    @property
+    def weight(self) -> Tensor:
+        return self.scale * F.normalize(self.raw_weight, dim=1)
+
+    def forward(self, features: Tensor, direction: Tensor | None = None, alpha: float = 0.0) -> Tensor:
+        return F.normalize(features, dim=1) @ self.weight.T
+
+    @staticmethod
+    def cache_logits(cache) -> Tensor:
+        return F.normalize(cache.features, dim=1) @ cache.weight.T
 
 
 class LTModel(nn.Module):
@@ -171,14 +227,15 @@ class LTModel(nn.Module):
     moves with ``.to(device)``. The training step updates it explicitly (see ``train.train_one_epoch``)."""
 
     def __init__(self, arch: str, num_classes: int, *, head: str = "causal_norm", num_heads: int = 2,
-                 tau: float = 16.0, gamma: float = 1 / 32):
+                 tau: float = 16.0, gamma: float = 1 / 32, norm_scale: float = 30.0):
         super().__init__()
         if head not in HEADS:
             raise LtKitError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
         self.arch, self.head_name, self.num_classes = arch, head, num_classes
         self.backbone = create_backbone(arch)
         self.num_features = self.backbone.num_features
-        self.head = HEADS[head](self.num_features, num_classes, num_heads=num_heads, tau=tau, gamma=gamma)
+        self.head = HEADS[head](self.num_features, num_classes, num_heads=num_heads, tau=tau, gamma=gamma,
+                                norm_scale=norm_scale)
         self.register_buffer("direction", torch.zeros(self.num_features))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:

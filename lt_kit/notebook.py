@@ -29,16 +29,23 @@ TRAIN_ONLY: dict[str, tuple[type, str]] = {
 }
 EXPLORER_PARAMS: dict[str, tuple[type, str]] = {
     "run_dir": (str, "a run folder written by train.ipynb or `python -m lt_kit train`"),
-    "alpha_max": (float, "right end of the slider and the sweep"),
-    "sweep_step": (float, "alpha spacing of the static sweep"),
+    "method": (str, "the slider's first method: tde, logit_adjust, tau_norm; empty: tde, else the head's first"),
+    "alpha_max": (float, "right end of the TDE slider and sweep (the other methods use their own range)"),
+    "sweep_step": (float, "strength spacing of the static sweep"),
 }
 DIRECTION_PARAMS: dict[str, tuple[type, str]] = {
     "run_dir": (str, "a run folder written by train.ipynb or `python -m lt_kit train`"),
     "alpha": ((float, type(None)), "TDE strength for the logit shift; None: the run's alpha"),
     "max_points": (int, "test features drawn in the 2-D projection"),
 }
+COMPARE_PARAMS: dict[str, tuple[type, str]] = {
+    "runs": ((list, str), "run folders or globs (relative paths: from the repository root)"),
+    "evaluation": (str, "what the figures show: softmax (alpha 0), tde (the run's alpha) or a post-hoc method"),
+    "strict": (bool, "stop at a folder that cannot be compared instead of skipping it"),
+    "out_dir": (str, "folder for the table (compare.md, compare.csv) and the figures"),
+}
 # Path-valued parameters: resolved with base_dir() so a notebook finds the same files as the CLI.
-PATH_PARAMS = ("run_dir", "data_root", "train_list", "val_list", "test_list", "test_root")
+PATH_PARAMS = ("run_dir", "data_root", "train_list", "val_list", "test_list", "test_root", "val_root")
 _PAPERMILL_HEADER = "# Parameters"           # first line of the cell papermill injects
 
 
@@ -176,6 +183,12 @@ def check_run_dir(run_dir: str | Path) -> Path:
         if not (path / "params.yaml").is_file():
             raise LtKitError(f"{path} is not an lt_kit run (no params.yaml); run train.ipynb or `python -m lt_kit "
                              "train` into it first, or set run_dir to an existing run")
+        if not (path / "checkpoint.pt").is_file():
+            raise LtKitError(f"{path} holds a run stopped before its first complete epoch; train it again "
+                             "(train.ipynb or `python -m lt_kit train` on the same run_dir starts it over)")
+        if not (path / "metrics.json").is_file():
+            raise LtKitError(f"{path} holds an unfinished training run; finish it with resume=True in train.ipynb "
+                             "(or `python -m lt_kit train --run-dir ... --resume`)")
         raise LtKitError(f"{path} has no features.pt; run `python -m lt_kit test --run-dir {path}` to build it")
     return path
 

@@ -121,17 +121,20 @@ def per_class_vs_count(metrics: dict) -> Figure:
 
 
 # --------------------------------------------------------------------------- tde_explorer.ipynb
-def best_alpha(sweep: list[dict], key: str = "overall") -> float:
-    """The alpha of a sweep with the highest ``key`` accuracy (the smallest such alpha on ties)."""
+def best_alpha(sweep: list[dict], key: str = "overall", name: str = "alpha") -> float:
+    """The alpha (``name``: the strength's key) of a sweep with the highest ``key`` accuracy (the smallest on
+    ties). Chosen on whatever split the sweep scored: on the test set it is for reading only."""
     vals = [s[key] if s[key] == s[key] else -1.0 for s in sweep]
-    return float(sweep[int(np.argmax(vals))]["alpha"])
+    return float(sweep[int(np.argmax(vals))][name])
 
 
 def sweep_figure(sweep: list[dict], *, preset_alpha: float, rule_alpha: float | None = None,
-                 rules: dict[str, str] | None = None) -> Figure:
-    """Overall/many/medium/few (and head/tail by the median rule) accuracy against alpha, from
-    ``AlphaEvaluator.sweep``; the best alpha, the preset alpha and the rule of thumb are marked."""
-    alphas = np.array([s["alpha"] for s in sweep])
+                 rules: dict[str, str] | None = None, name: str = "alpha", method: str = "TDE",
+                 val_alpha: float | None = None) -> Figure:
+    """Overall/many/medium/few (and head/tail by the median rule) accuracy against a method's strength
+    (``name``; TDE's alpha by default), from ``MethodEvaluator.sweep``; marked: the preset (paper rule), the
+    strength chosen on the validation split, the rule of thumb (TDE), and the best on test, for reading."""
+    alphas = np.array([s[name] for s in sweep])
     fig, (ax,) = new_figure(width=7.0, height=3.8)
     for key, ls, lw in (("overall", "-", 2.4), ("many", "-", 1.4), ("medium", "-", 1.4), ("few", "-", 1.4),
                         ("head", "--", 1.0), ("tail", "--", 1.0)):
@@ -140,15 +143,17 @@ def sweep_figure(sweep: list[dict], *, preset_alpha: float, rule_alpha: float | 
             continue                                     # e.g. no few-shot class on CIFAR-10-LT
         label = key + (f" ({rules[key]})" if rules and key in rules else "")
         ax.plot(alphas, vals, ls=ls, lw=lw, color=SPLIT_COLORS[key], label=label)
-    best = best_alpha(sweep)
+    best = best_alpha(sweep, name=name)
     top = _pct(max(s["overall"] for s in sweep))
     ax.axvline(best, color=SPLIT_COLORS["overall"], ls=":", lw=1.2)
     ax.plot([best], [top], marker="*", ms=14, color="gold", mec="black", zorder=5,
-            label=f"best overall: alpha {best:g} ({top:.1f}%)")
-    ax.axvline(preset_alpha, color=PALETTE[3], ls="-.", lw=1.2, label=f"preset alpha {preset_alpha:g}")
+            label=f"best overall: {name} {best:g} ({top:.1f}%), for reading, chosen on test")
+    ax.axvline(preset_alpha, color=PALETTE[3], ls="-.", lw=1.2, label=f"preset {name} {preset_alpha:g} (paper rule)")
+    if val_alpha is not None:
+        ax.axvline(val_alpha, color=PALETTE[2], ls="-", lw=1.5, label=f"val-chosen {name} {val_alpha:g}")
     if rule_alpha is not None and math.isfinite(rule_alpha) and alphas.min() <= rule_alpha <= alphas.max():
         ax.axvline(rule_alpha, color=PALETTE[4], ls="--", lw=1.2, label=f"rule of thumb alpha {rule_alpha:.2f}")
-    ax.set(xlabel="alpha (TDE strength)", ylabel="test accuracy %", title="accuracy vs alpha",
+    ax.set(xlabel=f"{name} ({method} strength)", ylabel="test accuracy %", title=f"{method}: accuracy vs {name}",
            xlim=(alphas.min(), alphas.max()))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
@@ -284,4 +289,55 @@ def logit_shift_figure(shift: dict[str, np.ndarray], train_counts, alpha: float,
     for ax in (a, b):
         _class_ticks(ax, names)
         ax.grid(alpha=0.3)
+    return fig
+
+
+# --------------------------------------------------------------------------- compare.ipynb
+def per_class_band_figure(curves: list[tuple], *, title: str = "per-class accuracy") -> Figure:
+    """Per-class accuracy against training count, one line per group of runs with a band of ± one sd.
+
+    ``curves``: (label, train_counts, mean, sd) per group, accuracies as fractions (sd NaN: no band)."""
+    fig, (ax,) = new_figure(width=7.0, height=3.4 + 0.2 * len(curves))
+    for i, (label, counts, mean, sd) in enumerate(curves):
+        counts, mean, sd = np.asarray(counts), 100 * np.asarray(mean, float), 100 * np.asarray(sd, float)
+        order = head_to_tail(counts)
+        x, m, s = counts[order], mean[order], sd[order]
+        color = PALETTE[i % len(PALETTE)]
+        ax.plot(x, m, color=color, marker="o" if len(x) <= 30 else None, ms=3.5, lw=1.4, label=label)
+        band = np.isfinite(s)
+        if band.any():
+            ax.fill_between(x, m - s, m + s, where=band, color=color, alpha=0.18, lw=0)
+    ax.set(xscale="log", ylim=(0, 105), xlabel="training images of the class (log)", ylabel="test accuracy %",
+           title=title)
+    ax.grid(alpha=0.3)
+    fig.legend(fontsize=7, loc="outside lower center")       # below the axes: long group labels hide no data
+    return fig
+
+
+def split_bars_figure(bars: list[tuple], *, title: str = "accuracy per split") -> Figure:
+    """Grouped bars per split (many, medium, few, overall): one colour per group of runs, error bars of
+    ± one sd, and each run's own value as a dot.
+
+    ``bars``: (label, {split: (n, mean, sd)}, {split: [each run's value]}) per group, fractions."""
+    splits = list(bars[0][1]) if bars else []
+    fig, (ax,) = new_figure(width=7.0, height=3.4 + 0.2 * len(bars))
+    width = 0.8 / max(len(bars), 1)
+    for i, (label, stats, values) in enumerate(bars):
+        x = np.arange(len(splits)) - 0.4 + width * (i + 0.5)
+        mean = np.array([100 * stats[k][1] for k in splits])
+        sd = np.array([100 * stats[k][2] for k in splits])
+        color = PALETTE[i % len(PALETTE)]
+        ax.bar(x, mean, width * 0.92, color=color, alpha=0.85, label=label)
+        ok = np.isfinite(sd) & np.isfinite(mean)
+        ax.errorbar(x[ok], mean[ok], yerr=sd[ok], fmt="none", ecolor="#222222", elinewidth=1.2, capsize=3)
+        for j, k in enumerate(splits):
+            v = 100 * np.asarray([u for u in values[k] if u == u], float)
+            ax.scatter(x[j] + np.linspace(-0.25, 0.25, len(v)) * width if len(v) > 1 else [x[j]] * len(v), v,
+                       s=9, color="#222222", zorder=3, linewidths=0)
+            if not np.isfinite(mean[j]):
+                ax.text(x[j], 2, "-", ha="center", fontsize=8, color="#777777")
+    ax.set_xticks(range(len(splits)), splits)
+    ax.set(ylim=(0, 105), ylabel="test accuracy %", title=title)
+    ax.grid(alpha=0.3, axis="y")
+    fig.legend(fontsize=7, loc="outside lower center")
     return fig

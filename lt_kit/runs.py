@@ -1,11 +1,12 @@
 """Run directories: provenance (resolved params, code version), atomic checkpoints, metrics and logs.
 
 A run dir holds ``params.yaml``, ``version.json``, ``checkpoint.pt`` (written atomically every epoch),
-``history.json``, ``subset_indices.npy``, ``features.pt`` (the test-feature cache), ``metrics.json``,
-``evaluations.jsonl`` (one line per ``test``) and ``log.txt``.
+``history.json``, ``subset_indices.npy`` and its checksum ``subset.json``, ``features.pt`` (the test-feature
+cache), ``metrics.json``, ``evaluations.jsonl`` (one line per ``test``) and ``log.txt``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 import yaml
 
-from .errors import LtKitError
+from .errors import LtKitError, on_every_rank
 
 CHECKPOINT_FORMAT = "lt_kit-checkpoint/1"
 CLI_ADVICE = "pass --resume to continue it, --overwrite to replace it, or choose another --run-dir"
@@ -46,11 +47,24 @@ def code_version() -> dict[str, Any]:
 def atomic_write_bytes(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename: a crash never leaves half a file."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:            # disk full, quota, read-only: the old file is untouched, say so
+        tmp.unlink(missing_ok=True)
+        kept = f"the previous {path.name} is kept" if path.exists() else f"{path.name} was not written"
+        raise LtKitError(f"cannot write {path} ({e.strerror or type(e).__name__}); {kept}; "
+                         "free some space and run again") from None
+    except RuntimeError as e:       # torch.save reports a failed write as RuntimeError
+        tmp.unlink(missing_ok=True)
+        if "write" not in str(e).lower() and "file" not in str(e).lower():
+            raise
+        kept = f"the previous {path.name} is kept" if path.exists() else f"{path.name} was not written"
+        raise LtKitError(f"cannot write {path} ({str(e).splitlines()[0][:120]}); {kept}; "
+                         "free some space and run again") from None
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -74,50 +88,104 @@ class RunDir:
     def check(self, params: dict, *, resume: bool = False, overwrite: bool = False, advice: str = CLI_ADVICE) -> None:
         """Raise if this folder cannot take the run: an earlier run without --resume/--overwrite, nothing to
         resume, or a resume with other parameters. ``advice`` says how the caller's user sets those options
-        (the notebook's words differ from the CLI's). Writes nothing."""
-        if resume:
-            if not (self / "checkpoint.pt").is_file():
-                raise LtKitError(f"nothing to resume in {self.path}: no checkpoint.pt (drop --resume to start)")
-            old = self.params()
-            changed = sorted(k for k in params if k not in ("epochs", "device", "num_workers", "eval_every")
-                             and old.get(k) != params[k])
-            if changed:
-                raise LtKitError(f"cannot resume {self.path} with different parameters: "
-                                 + ", ".join(f"{k}={old.get(k)!r}->{params[k]!r}" for k in changed))
-        elif self.exists() and not overwrite:
-            raise LtKitError(f"{self.path} holds an earlier run; {advice}")
+        (the notebook's words differ from the CLI's). The rules are in ``guard.py``. Writes nothing."""
+        from . import guard
+        try:
+            guard.check(self, params, resume=resume, overwrite=overwrite, advice=advice)
+        except LtKitError as e:
+            raise on_every_rank(e) from None          # every rank checks the same folder: rank 0 reports
 
     def prepare(self, params: dict, *, resume: bool = False, overwrite: bool = False) -> None:
         """Create the folder for a new run (an earlier one is moved aside with ``overwrite``), write provenance."""
+        from .guard import no_complete_epoch
+        from .lock import LOCK_NAME
         self.check(params, resume=resume, overwrite=overwrite)
-        if not resume and self.exists():
+        if not resume and self.exists() and no_complete_epoch(self.path):
+            self.log("restart: the earlier start had no complete epoch")      # nothing to keep
+        elif not resume and self.exists():
             stamp, n = time.strftime("%Y%m%d-%H%M%S"), 0
             backup = self.path.with_name(f"{self.path.name}.replaced-{stamp}")
             while backup.exists():
                 n += 1
                 backup = self.path.with_name(f"{self.path.name}.replaced-{stamp}-{n}")
-            shutil.move(str(self.path), backup)           # overwrite keeps the old run beside the new one
+            backup.mkdir(parents=True)                    # overwrite keeps the old run beside the new one;
+            for entry in self.path.iterdir():             # the writer's lock stays with the new run
+                if entry.name != LOCK_NAME:
+                    shutil.move(str(entry), backup / entry.name)
             self.log(f"previous run moved to {backup}")
         self.path.mkdir(parents=True, exist_ok=True)
-        (self / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        atomic_write_bytes(self / "params.yaml", lambda f: f.write(yaml.safe_dump(params, sort_keys=False).encode()))
         write_json(self / "version.json", {**code_version(), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
     def params(self) -> dict:
         p = self / "params.yaml"
         if not p.is_file():
             raise LtKitError(f"{self.path} is not an lt_kit run dir (no params.yaml); train into it first")
-        return yaml.safe_load(p.read_text())
+        try:
+            out = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise LtKitError(f"{p} is not valid YAML ({str(e).splitlines()[0]}); restore it "
+                             "(checkpoint.pt holds the parameters the run was trained with)") from None
+        if not isinstance(out, dict):
+            raise LtKitError(f"{p} must hold the run's parameters as key: value; restore it")
+        return out
 
     def log(self, line: str) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self / "log.txt", "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            with open(self / "log.txt", "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        except OSError as e:
+            raise LtKitError(f"cannot append to {self / 'log.txt'} ({e.strerror or type(e).__name__}); "
+                             "free some space and run again") from None
 
-    def save_indices(self, idx) -> None:
+    def save_indices(self, idx, val_idx=None) -> None:
+        """Write the drawn subset (``subset_indices.npy``), the validation split's indices (``val_indices.npy``)
+        when the run has one, and their checksum (``subset.json``)."""
         atomic_write_bytes(self / "subset_indices.npy", lambda f: np.save(f, np.asarray(idx)))
+        if val_idx is not None:
+            atomic_write_bytes(self / "val_indices.npy", lambda f: np.save(f, np.asarray(val_idx)))
+        write_json(self / SUBSET_JSON, subset_checksum(self.path, use_record=False))
 
     def save_checkpoint(self, state: dict, name: str = "checkpoint.pt") -> None:
         atomic_write_bytes(self / name, lambda f: torch.save({"format": CHECKPOINT_FORMAT, **state}, f))
+
+
+SUBSET_JSON = "subset.json"
+SUBSET_FILES = ("subset_indices.npy", "val_indices.npy")   # the indices a run drew; val only with a val split
+
+
+def indices_checksum(arrays: dict[str, Any]) -> str:
+    """sha256 (hex) of named index arrays: each name, then its values as little-endian int64, in the order
+    given. The dtype a file was saved with (int32, int64) does not change it."""
+    h = hashlib.sha256()
+    for name, idx in arrays.items():
+        h.update(f"{name}:".encode())
+        h.update(np.ascontiguousarray(np.asarray(idx).ravel(), dtype="<i8").tobytes())
+    return h.hexdigest()
+
+
+def subset_checksum(run_dir: str | Path, *, use_record: bool = True) -> dict:
+    """``{"sha256", "n", "files"}`` of the indices a run drew (``SUBSET_FILES`` present in ``run_dir``).
+
+    Read from ``subset.json`` when it covers the same files (written by ``train``), else computed from the
+    ``.npy`` files (runs written before it existed). Raises ``LtKitError`` when the run saved no indices."""
+    run_dir = Path(run_dir)
+    present = [f for f in SUBSET_FILES if (run_dir / f).is_file()]
+    if use_record and (run_dir / SUBSET_JSON).is_file():
+        try:
+            record = read_json(run_dir / SUBSET_JSON)
+            if isinstance(record, dict) and record.get("files") == present and record.get("sha256"):
+                return record
+        except (OSError, ValueError):
+            pass                                      # unreadable: recompute below
+    if SUBSET_FILES[0] not in present:
+        raise LtKitError(f"{run_dir} has no {SUBSET_FILES[0]} (written by lt_kit's train)")
+    try:
+        arrays = {f: np.load(run_dir / f, allow_pickle=False) for f in present}
+    except (OSError, ValueError) as e:
+        raise LtKitError(f"{run_dir}: unreadable subset indices ({type(e).__name__})") from None
+    return {"sha256": indices_checksum(arrays), "n": int(np.asarray(arrays[SUBSET_FILES[0]]).size), "files": present}
 
 
 def load_checkpoint(path: str | Path, signature: dict | None = None) -> dict:

@@ -11,26 +11,32 @@ import json
 import time
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import distributed as D
 from .build import build_data, build_model, resolve_device
 from .errors import LtKitError, NonFiniteLossError
-from .evaluate import FeatureCache, extract_features, format_table, summary
-from .runs import RunDir, load_checkpoint, read_json, write_json
+from .guard import env_rank
+from .lock import RunLock
+from .evaluate import AlphaEvaluator, FeatureCache, MethodEvaluator, extract_features, format_table, summary
+from .runs import RunDir, load_checkpoint, write_json
+from .methods import LOSSES, make_criterion
 from .schedule import lr_at, mu_at
+
+EVALUATED = "evaluated.pt"          # the weights and direction that metrics.json and the feature caches come from
 from .tde import check_alpha, update_direction
 
 
 def train_one_epoch(model, loader, optimizer, *, mu: float, epoch: int, dist=D.DistInfo(), bf16: bool = False,
-                    raw_model=None, bar=None) -> dict:
-    """Train for one pass over ``loader``; returns mean loss and training accuracy (Eq. 7 logits).
+                    raw_model=None, bar=None, criterion=None) -> dict:
+    """Train for one pass over ``loader``; returns mean loss and training accuracy (the head's logits).
 
+    ``criterion(logits, y)`` is the epoch's loss from ``methods.make_criterion`` (default: cross-entropy).
     ``model`` may be DDP-wrapped; ``raw_model`` is the unwrapped ``LTModel`` holding the direction.
     The loss is checked once per epoch (no per-step GPU sync); a non-finite loss raises with its step.
     """
     raw_model = raw_model or model
+    criterion = criterion or LOSSES["ce"].make({}, [], epoch)
     model.train()
     dev = raw_model.direction.device
     amp = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 and dev.type == "cuda" else contextlib.nullcontext()
@@ -40,7 +46,7 @@ def train_one_epoch(model, loader, optimizer, *, mu: float, epoch: int, dist=D.D
     for step, (x, y) in enumerate(loader):
         with amp:
             logits, feats = model(x)
-        loss = F.cross_entropy(logits.float(), y)
+        loss = criterion(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -52,31 +58,52 @@ def train_one_epoch(model, loader, optimizer, *, mu: float, epoch: int, dist=D.D
         seen += len(y)
         if bar is not None:
             bar.update(1)
+    D.mean_across(losses, dist)         # first: a NaN on any rank is then seen by every rank, and all stop
     bad = (~torch.isfinite(losses)).nonzero()
     if len(bad):
         s = int(bad[0])
         raise NonFiniteLossError(f"loss became {losses[s].item()} at epoch {epoch}, step {s + 1}/{len(loader)}; "
                                  "lower lr, check the data for NaN/inf, or resume from the last checkpoint")
-    D.mean_across(losses, dist)
     totals = D.sum_across(torch.stack([correct, torch.tensor(float(seen), device=dev)]), dist)
     return {"loss": losses.mean().item(), "train_acc": (totals[0] / totals[1]).item()}
 
 
-def _evaluate(model, loader, params, data, alpha) -> tuple[FeatureCache, dict]:
+def _cache(model, loader, params, data) -> FeatureCache:
     feats, labels = extract_features(model, loader, bf16=params["bf16"])
-    cache = FeatureCache.from_model(model, feats, labels, params, data.train_counts, data.class_names)
-    return cache, summary(cache, alpha)
+    return FeatureCache.from_model(model, feats, labels, params, data.train_counts, data.class_names)
+
+
+def _evaluate(model, params, data, alpha) -> tuple[FeatureCache, FeatureCache | None, dict]:
+    """Test (and validation, when the run has that split) feature caches and the run's metrics."""
+    cache = _cache(model, data.test, params, data)
+    val = _cache(model, data.val, params, data) if data.val is not None else None
+    return cache, val, summary(cache, alpha, val)
+
+
+def _val_score(model, params, data) -> float:
+    """Overall accuracy on the validation split at the run's preset alpha (TDE) or the head's own logits."""
+    ev = AlphaEvaluator(_cache(model, data.val, params, data))
+    return ev.overall(params["alpha"] if params["head"] == "causal_norm" else 0.0)
 
 
 def fit(params: dict, run_dir, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     """Train with ``params`` (already resolved by ``config.resolve``) into ``run_dir``; evaluate the test
-    split; write the feature cache and ``metrics.json``. Returns the metrics dict (on every rank)."""
+    split; write the feature cache and ``metrics.json``. Returns the metrics dict (on every rank).
+
+    The writer (rank 0) holds the run dir's lock (``lock.py``) throughout: a second ``train`` on the same
+    folder is refused with the first one's pid and host."""
+    with RunLock(run_dir, enabled=env_rank() == 0):
+        return _fit(params, run_dir, resume=resume, overwrite=overwrite, progress=progress)
+
+
+def _fit(params: dict, run_dir, *, resume: bool, overwrite: bool, progress: bool) -> dict:
     t0 = time.time()
     device = resolve_device(params["device"])
     dist = D.setup(device)
     device = D.local_device(device, dist)
     run = RunDir(run_dir)
     run.check(params, resume=resume, overwrite=overwrite)     # refuse before any work, write after the data loads
+    resume = resume and (run / "checkpoint.pt").is_file()      # no complete epoch yet: start again (guard.py)
     D.barrier(dist)                     # every rank checks before rank 0 creates the run (else rank 1 may refuse it)
     torch.manual_seed(params["seed"])
     if device.type == "cuda":
@@ -98,7 +125,7 @@ def fit(params: dict, run_dir, *, resume: bool = False, overwrite: bool = False,
         optimizer.load_state_dict(ckpt["optimizer"])
         start, history, best = ckpt["epoch"] + 1, ckpt["history"], ckpt.get("best")
     if dist.is_main:
-        run.save_indices(data.subset_indices)
+        run.save_indices(data.subset_indices, data.val_indices)
         run.log(f"{'resume at' if resume else 'start'} epoch {start}: {params['dataset']} {params['arch']} "
                 f"{params['head']} on {device} x{dist.world_size}, {len(data.train)} steps/epoch")
     fwd = model
@@ -117,13 +144,11 @@ def fit(params: dict, run_dir, *, resume: bool = False, overwrite: bool = False,
         data.train.set_epoch(epoch)
         te = time.time()
         stats = train_one_epoch(fwd, data.train, optimizer, mu=mu, epoch=epoch, dist=dist, bf16=params["bf16"],
+                                criterion=make_criterion(params, data.train_counts, epoch),
                                 raw_model=model, bar=bar)
         rec = {"epoch": epoch, "lr": lr, "mu": mu, **stats, "seconds": round(time.time() - te, 3)}
         if params["eval_every"] and epoch % params["eval_every"] == 0 or params["select_best"]:
-            split = data.val or data.test
-            _, m = _evaluate(model, split, params, data, params["alpha"])
-            key = "tde" if m["tde"] else "softmax"
-            rec["val_acc"] = m[key]["overall"]
+            rec["val_acc"] = _val_score(model, params, data)     # config.check_val_split: never the test set
             if params["select_best"] and (best is None or rec["val_acc"] > best["val_acc"]):
                 best = {"epoch": epoch, "val_acc": rec["val_acc"]}
                 if dist.is_main:
@@ -142,13 +167,18 @@ def fit(params: dict, run_dir, *, resume: bool = False, overwrite: bool = False,
         direction = model.direction.clone()
         model.load_state_dict(load_checkpoint(run / "best.pt", model.signature())["model"])
         model.direction.copy_(direction)
-    cache, metrics = _evaluate(model, data.test, params, data, params["alpha"])
+    cache, val_cache, metrics = _evaluate(model, params, data, params["alpha"])
+    metrics["loss"] = params["loss"]
     metrics["epochs_trained"] = len(history)
     metrics["best_epoch"] = best["epoch"] if best else None
     metrics["seconds"] = round(time.time() - t0, 2)
     metrics["world_size"] = dist.world_size
-    if dist.is_main:
+    if dist.is_main:                    # the evaluated weights + direction, so `test` can rebuild exactly these
+        run.save_checkpoint({"model": model.state_dict(), "epoch": best["epoch"] if best else len(history),
+                             "signature": model.signature()}, EVALUATED)
         cache.save(run / "features.pt")
+        if val_cache is not None:
+            val_cache.save(run / "val_features.pt")
         write_json(run / "metrics.json", metrics)
         run.log("test:\n" + format_table(metrics))
     D.barrier(dist)
@@ -156,41 +186,70 @@ def fit(params: dict, run_dir, *, resume: bool = False, overwrite: bool = False,
     return metrics
 
 
-def test_run(run_dir, *, alpha: float | None = None, checkpoint=None, device: str | None = None) -> dict:
-    """Evaluate a run dir at ``alpha`` (default: the run's). Uses the cached features when they exist and no
-    other checkpoint is given; otherwise loads the checkpoint and makes one backbone pass."""
+def test_run(run_dir, *, method: str | None = None, strength: float | None = None, alpha: float | None = None,
+             checkpoint=None, device: str | None = None) -> dict:
+    """Score a run dir with a post-hoc ``method`` (``methods.POSTHOC``: tde, logit_adjust, tau_norm) at
+    ``strength`` (default: the method's paper rule); ``alpha`` is ``method="tde", strength=alpha``.
+
+    Uses the feature cache; a missing cache is rebuilt from ``evaluated.pt``, the weights and direction that
+    ``fit`` evaluated (never from another epoch). ``checkpoint``: score that file instead (one backbone pass,
+    its cache is not kept). The run's ``metrics.json`` is its own evaluation and is never rewritten; each call
+    appends one line to ``evaluations.jsonl`` saying which method, strength and checkpoint gave it.
+    Returns ``{"method", "strength", "head", "metrics", ...}``.
+    """
+    from .methods import POSTHOC, get_method
     run = RunDir(run_dir)
     params = run.params()
-    a = params["alpha"] if alpha is None else alpha
-    try:
-        a = check_alpha(a)
-    except ValueError as e:
-        raise LtKitError(str(e)) from None
-    if checkpoint is None and (run / "features.pt").is_file():
-        cache = FeatureCache.load(run / "features.pt")
-    else:
-        params = {**params, "device": device or params["device"]}
-        dev = resolve_device(params["device"])
-        data = build_data(params, dev)
-        model = build_model(params, len(data.train_counts))
-        ckpt = load_checkpoint(checkpoint or run / "checkpoint.pt", model.signature())
-        model.load_state_dict(ckpt["model"])
-        model.to(dev)
-        cache, _ = _evaluate(model, data.test, params, data, a)
-        if checkpoint is None:
-            cache.save(run / "features.pt")
-    metrics = summary(cache, a)
-    if checkpoint is None:          # another checkpoint's numbers must not overwrite this run's metrics
-        write_json(run / "metrics.json", {**(_read(run / "metrics.json")), **metrics})
+    if alpha is not None:
+        if method not in (None, "tde"):
+            raise LtKitError(f"alpha is TDE's strength; with method {method!r} give --strength instead")
+        method, strength = "tde", alpha
+    if method is None:
+        method = "tde" if params["head"] == "causal_norm" else None
+    cache = _load_or_rebuild(run, params, checkpoint, device)
+    m = get_method(method, cache.head) if method else None
+    if m is not None:
+        strength = m.check(m.rule(params["alpha"]) if strength is None else strength)
+    elif strength is not None:
+        raise LtKitError(f"--strength needs --method (one of {', '.join(POSTHOC)})")
+    metrics = MethodEvaluator(cache, method).metrics(strength or 0.0)
+    out = {"method": method, "strength": strength, "head": cache.head, "loss": params.get("loss", "ce"), "checkpoint": str(checkpoint) if checkpoint
+           else None, "metrics": metrics, "thresholds": {"many": cache.many_threshold, "few": cache.few_threshold}}
     with open(run / "evaluations.jsonl", "a") as f:
-        f.write(json.dumps({"checkpoint": str(checkpoint) if checkpoint else None,
-                            **{k: metrics[k] for k in ("alpha", "softmax", "tde")}}) + "\n")
-    run.log(f"test alpha={a:g}" + (f" checkpoint={checkpoint}" if checkpoint else ""))
-    return metrics
+        f.write(json.dumps({**out, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+    run.log(f"test method={method} strength={strength}" + (f" checkpoint={checkpoint}" if checkpoint else ""))
+    return out
 
 
-def _read(path) -> dict:
-    try:
-        return read_json(path)
-    except (OSError, ValueError):
-        return {}
+def _load_or_rebuild(run: RunDir, params: dict, checkpoint, device) -> FeatureCache:
+    if checkpoint is None and (run / "features.pt").is_file():
+        return FeatureCache.load(run / "features.pt")
+    source = checkpoint or run / EVALUATED
+    if checkpoint is None and not source.is_file():
+        if not (run / "checkpoint.pt").is_file():
+            raise LtKitError(f"{run.path} has no evaluated model (no {EVALUATED}, no checkpoint.pt): "
+                             "the run never finished an epoch; train it again")
+        if params.get("select_best") or not (run / "metrics.json").is_file():
+            raise LtKitError(f"{run.path} has no {EVALUATED}: the run has not finished (or was evaluated on "
+                             "another epoch); `train --resume` finishes it, or pass --checkpoint to score a file")
+        source = run / "checkpoint.pt"          # an older finished run: its last epoch is what fit evaluated
+    params = {**params, "device": device or params["device"]}
+    dev = resolve_device(params["device"])
+    data = build_data(params, dev)
+    model = build_model(params, len(data.train_counts))
+    model.load_state_dict(load_checkpoint(source, model.signature())["model"])
+    model.to(dev)
+    cache = _cache(model, data.test, params, data)
+    if checkpoint is None:
+        cache.save(run / "features.pt")
+        if data.val is not None and not (run / "val_features.pt").is_file():
+            _cache(model, data.val, params, data).save(run / "val_features.pt")
+    return cache
+
+
+def format_test(result: dict) -> str:
+    """One `test` call's result in the run table's format."""
+    from .evaluate import format_rows, row_name
+    return format_rows([(row_name(result["head"], result["method"], result["strength"], loss=result.get("loss", "ce")),
+                         result["metrics"])],
+                       result["thresholds"])

@@ -2,6 +2,7 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version,-jupytext.text_representation.format_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -12,54 +13,73 @@
 # ---
 
 # %% [markdown]
-# # TDE alpha explorer
+# # TDE alpha explorer, beside the usual post-hoc methods
 #
-# Moves alpha, the strength of the Total Direct Effect, over a finished run. Every alpha is scored from the
-# run's cached test features (`features.pt`), without the backbone, so the slider redraws in milliseconds.
+# Moves the strength of a post-hoc method over a finished run: alpha of the Total Direct Effect (causal-norm
+# runs), tau of logit adjustment (any run) and tau of tau-normalisation (linear-head runs). Every strength is
+# scored from the run's cached test features (`features.pt`), without the backbone, so the slider redraws in
+# milliseconds. When the run holds a validation split (trained with `val_per_class`), each method's strength
+# is chosen on it; the best strength on the test set is shown only "for reading, chosen on test".
 #
 # ```bash
 # papermill notebooks/tde_explorer.ipynb out.ipynb -p run_dir runs/train     # static figures only
-# jupyter lab notebooks/tde_explorer.ipynb                                   # with the live slider
+# jupyter lab notebooks/tde_explorer.ipynb                                   # with the selector and slider
 # ```
 
 # %% tags=["parameters"]
 run_dir: str = "runs/train"  # a run folder written by train.ipynb or `python -m lt_kit train`
-alpha_max: float = 3.0  # right end of the slider and the sweep
-sweep_step: float = 0.05  # alpha spacing of the static sweep
+method: str = ""  # the slider's first method: tde, logit_adjust, tau_norm; empty: tde, else the head's first
+alpha_max: float = 3.0  # right end of the TDE slider and sweep (the other methods use their own range)
+sweep_step: float = 0.05  # strength spacing of the static sweep
 
 # %%
+from lt_kit.comparison import comparison_figure, comparison_table, method_curves
 from lt_kit.explorer import AlphaExplorer
 from lt_kit.notebook import EXPLORER_PARAMS, check_parameters, save_and_show
 
 p = check_parameters(globals(), EXPLORER_PARAMS)  # stops here on an unknown or ill-typed parameter
-explorer = AlphaExplorer.from_run(p["run_dir"], alpha_max=p["alpha_max"])
+explorer = AlphaExplorer.from_run(p["run_dir"], alpha_max=p["alpha_max"], method=p["method"])
 print(explorer.describe())
 
 # %% [markdown]
-# ## Accuracy against alpha
+# ## Every method on this checkpoint
+# Overall and tail accuracy against each method's strength, on shared axes. Marked on each curve: the paper's
+# fixed rule (open diamond: TDE's preset alpha, tau = 1 for the others) and the strength chosen on the
+# validation split (filled circle, when the run has one). The table gives many / medium / few / overall and
+# head / tail for each; the rows chosen on the test set are labelled so and are not results.
+
+# %%
+curves = method_curves(explorer.cache, explorer.val_cache, explorer.preset_alpha)
+print(comparison_table(explorer.cache, explorer.val_cache, explorer.preset_alpha))
+save_and_show({"methods": comparison_figure(curves, explorer.cache.head)}, explorer.run_dir / "figures")
+
+# %% [markdown]
+# ## Accuracy against the selected method's strength
 # Overall, many, medium and few (reference thresholds), plus head / tail split at the median training count,
 # which stays meaningful where the reference thresholds leave a split empty (CIFAR-10-LT has no few-shot
-# class). Marked: the best overall alpha, the run's preset alpha and the reference's rule of thumb (the
-# alpha at which the mean of alpha times cos(x, d_hat) over the test features is 1).
+# class). Marked: the paper rule, the validation-chosen strength, for TDE the reference's rule of thumb (the
+# alpha at which the mean of alpha times cos(x, d_hat) over the test features is 1), and the best on test,
+# for reading.
 
 # %%
 sweep = explorer.sweep(p["sweep_step"])
 print(explorer.sweep_summary(sweep))
-save_and_show({"tde_sweep": explorer.sweep_figure(sweep)}, explorer.run_dir / "figures")
+save_and_show({f"{explorer.method}_sweep": explorer.sweep_figure(sweep)}, explorer.run_dir / "figures")
 
 # %% [markdown]
-# ## The slider
-# Per-class accuracy (head to tail), the splits beside their alpha-0 values, and how many test images are
-# predicted as each class: TDE takes predictions away from the head classes as alpha grows. Click the
-# handle and use the arrow keys for single steps. Without a widget front end (papermill, a static viewer)
-# the figure shows the preset alpha.
+# ## The selector and the slider
+# Per-class accuracy (head to tail), the splits beside their strength-0 values (the head's own logits), and
+# how many test images are predicted as each class: TDE and logit adjustment take predictions away from the
+# head classes as the strength grows. Pick a method with the buttons (the slider jumps to its paper rule);
+# click the handle and use the arrow keys for single steps. Without a widget front end (papermill, a static
+# viewer) the figure shows the paper rule of the first method.
 
 # %%
-explorer.show(save=explorer.run_dir / "figures" / "tde_alpha_panel.png")
+explorer.show(save=explorer.run_dir / "figures" / f"{explorer.method}_panel.png")
 
 # %% [markdown]
 # ## Update time
-# One slider move: the metrics at the new alpha, the redraw and the PNG, measured in this kernel.
+# One slider move: the metrics at the new strength, the redraw and the PNG, measured in this kernel.
 
 # %%
 explorer.benchmark()

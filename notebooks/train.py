@@ -2,6 +2,7 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version,-jupytext.text_representation.format_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -58,8 +59,10 @@ run_dir: str = "runs/train"  # the run folder this notebook writes
 overwrite: bool = False  # replace an earlier run in run_dir (it is moved aside, not deleted)
 resume: bool = False  # continue the run in run_dir from its last complete epoch
 # Every other lt_kit parameter (`python -m lt_kit params` explains each); None: the recipe's value.
-max_per_class: Optional[int] = None  # images in the head class; 0 takes all images of the largest class
-subset_seed: Optional[int] = None  # seed of the long-tailed subset (0 is LDAM/BBN's subset)
+max_per_class: Optional[int] = None  # images in the head class; 0: all of the largest class (folder: the smallest's size)
+subset_seed: Optional[int] = None  # seed of the long-tailed subset and the val split (0 is LDAM/BBN's subset)
+val_per_class: Optional[int] = None  # CIFAR/digits: images per class held out as a balanced val split (0: none)
+val_root: Optional[str] = None  # folder: class-per-subfolder balanced validation images (empty: none)
 train_list: Optional[str] = None  # imagenet_lt: train list file (empty: data_root/ImageNet_LT_train.txt)
 val_list: Optional[str] = None  # imagenet_lt: val list file, used to pick the best epoch
 test_list: Optional[str] = None  # imagenet_lt: test list file

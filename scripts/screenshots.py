@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import json
 import os
 import secrets
@@ -181,23 +182,49 @@ def slider_state(page) -> tuple[str, str]:
 
 
 def move_slider(page, presses: int = 5, key: str = "ArrowRight", *, timeout_ms: int = 30_000) -> float:
-    """Click the alpha slider's handle and press ``key`` ``presses`` times; waits until the readout shows the
-    slider's new value and the figure has changed. Returns the seconds from the first key press to then."""
+    """Click the strength slider's handle and press ``key`` ``presses`` times; waits until the readout shows
+    the slider's name and new value (``alpha 1.05:``, ``tau 1.05:``) and the figure has changed. Returns the
+    seconds from the first key press to then."""
     before_label, before_img = slider_state(page)
     page.locator(f"{CURRENT} .lt-kit-alpha .noUi-handle").first.click()
     t0 = time.monotonic()
     for _ in range(presses):
         page.keyboard.press(key)
         page.wait_for_timeout(50)
+    name = page.locator(f"{CURRENT} .lt-kit-alpha .widget-label").first.inner_text().strip()
     value = page.locator(f"{CURRENT} .lt-kit-alpha .widget-readout").first.inner_text().strip()
     page.wait_for_function(
-        """([label, img, value, panel]) => {
+        """([label, img, prefix, panel]) => {
             const nb = document.querySelector(panel);
             const l = nb.querySelector('.lt-kit-readout');
             const imgs = [...nb.querySelectorAll('.jp-OutputArea-output img')];
-            return l && l.textContent !== label && l.textContent.startsWith('alpha ' + value + ':')
+            return l && l.textContent !== label && l.textContent.startsWith(prefix)
                 && imgs.length && imgs[imgs.length - 1].src !== img;
-        }""", arg=[before_label, before_img, value, CURRENT], timeout=timeout_ms)
+        }""", arg=[before_label, before_img, f"{name} {value}:", CURRENT], timeout=timeout_ms)
+    return time.monotonic() - t0
+
+
+def click_method(page, label: str, *, timeout_ms: int = 60_000) -> float:
+    """Click the button ``label`` (e.g. "logit adj.") of the explorer's method selector; waits until it is the
+    selected one, the slider's name has followed and the readout shows it (``tau 1.00:``) with a new figure.
+    Returns the seconds from the click to then."""
+    before_label, before_img = slider_state(page)
+    button = page.locator(f"{CURRENT} .lt-kit-method button", has_text=label).first
+    button.wait_for(timeout=timeout_ms)
+    t0 = time.monotonic()
+    button.click(timeout=timeout_ms)
+    page.wait_for_function(
+        """([label, img, text, panel]) => {
+            const nb = document.querySelector(panel);
+            const on = [...nb.querySelectorAll('.lt-kit-method button.mod-active')];
+            const name = nb.querySelector('.lt-kit-alpha .widget-label')?.textContent.trim();
+            const value = nb.querySelector('.lt-kit-alpha .widget-readout')?.textContent.trim();
+            const l = nb.querySelector('.lt-kit-readout');
+            const imgs = [...nb.querySelectorAll('.jp-OutputArea-output img')];
+            return on.length === 1 && on[0].textContent.trim() === text && name && value && l
+                && l.textContent !== label && l.textContent.startsWith(name + ' ' + value + ':')
+                && imgs.length && imgs[imgs.length - 1].src !== img;
+        }""", arg=[before_label, before_img, label, CURRENT], timeout=timeout_ms)
     return time.monotonic() - t0
 
 
@@ -220,8 +247,11 @@ def scroll_to(page, selector: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(ROOT / "docs" / "img"), help="folder for train.png, tde_explorer.png, "
-                    "momentum_direction.png")
+                    "momentum_direction.png, compare.png")
     ap.add_argument("--run", help="use this finished run instead of running train.ipynb (no train.png then)")
+    ap.add_argument("--compare", nargs="+", default=[], metavar="RUN_DIR", help="finished runs (globs) that "
+                    "compare.ipynb compares (copied into runs/ beside runs/train)")
+    ap.add_argument("--only", action="append", help="only this notebook (repeatable), e.g. --only compare")
     args = ap.parse_args(argv)
     if not chromium_path():
         print("chromium not found: run scripts/ensure-chromium.sh", file=sys.stderr)
@@ -229,14 +259,17 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     with tempfile.TemporaryDirectory(prefix="lt_kit_shots_") as tmp:
         root = Path(tmp)
-        for name in ("train", "tde_explorer", "momentum_direction"):
+        for name in ("train", "tde_explorer", "momentum_direction", "compare"):
             shutil.copy(ROOT / "notebooks" / f"{name}.ipynb", root)
+        for run in sorted({Path(d) for pattern in args.compare for d in glob.glob(pattern)}):
+            shutil.copytree(run, root / "runs" / run.name, ignore=shutil.ignore_patterns("*.pt"))
         if args.run:                  # the notebooks' default run_dir, runs/train, relative to the kernel's folder
             shutil.copytree(args.run, root / "runs" / "train", ignore=shutil.ignore_patterns("checkpoint.pt"))
         # (notebook, viewport height, the cell at the top of the picture: counted from the notebook's end)
-        plan = [("train", 1250, 6), ("tde_explorer", 1250, 5), ("momentum_direction", 1700, 8)]
+        plan = [("train", 1250, 6), ("tde_explorer", 1250, 5), ("momentum_direction", 1700, 8), ("compare", 1250, 3)]
+        plan = [step for step in (plan[1:] if args.run else plan) if not args.only or step[0] in args.only]
         with jupyter_lab(root) as (base, token), browser_page(1400, 1250) as page:
-            for name, height, from_end in plan[1:] if args.run else plan:
+            for name, height, from_end in plan:
                 t = time.monotonic()
                 page.set_viewport_size({"width": 1400, "height": height})
                 open_notebook(page, base, token, f"{name}.ipynb")

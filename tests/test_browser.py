@@ -1,5 +1,6 @@
 """The alpha slider in a real browser: JupyterLab on loopback, tde_explorer.ipynb opened in Debian's Chromium
-through Playwright, all cells run, the slider moved with the keyboard.
+through Playwright, all cells run, the slider moved with the keyboard, the method selector switched to logit
+adjustment (tau) and back to TDE.
 
 Skips when Chromium or Playwright is missing (``scripts/ensure-chromium.sh`` installs Chromium), except
 under ``CI=true``, where that is a failure. Set ``LT_KIT_SCREENSHOTS=DIR`` to keep the screenshots.
@@ -40,6 +41,8 @@ def explorer_root(smoke_run, tmp_path) -> Path:
     run.mkdir()
     for f in ("params.yaml", "metrics.json", "features.pt"):
         shutil.copy(smoke_run / f, run / f)
+    if (smoke_run / "val_features.pt").is_file():    # the explorer loads it when present (the smoke run has none)
+        shutil.copy(smoke_run / "val_features.pt", run / "val_features.pt")
     nb = nbformat.read(ROOT / "notebooks" / "tde_explorer.ipynb", as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     cell.source, n = re.subn(r'^run_dir: str = ".*?"', f"run_dir: str = {json.dumps(str(run))}", cell.source,
@@ -55,26 +58,47 @@ def test_alpha_slider_in_chromium(explorer_root, tmp_path):
     out = Path(os.environ.get("LT_KIT_SCREENSHOTS") or tmp_path / "shots")
     with shots.jupyter_lab(explorer_root) as (base, token), shots.browser_page(1400, 1000) as page:
         shots.open_notebook(page, base, token, "tde_explorer.ipynb")
-        shots.run_all_cells(page, timeout_ms=120_000)
+        shots.run_all_cells(page, timeout_ms=300_000)
         assert shots.error_outputs(page) == []
-        page.locator(".lt-kit-alpha .noUi-handle").first.wait_for(timeout=30_000)
+        page.locator(".lt-kit-alpha .noUi-handle").first.wait_for(timeout=60_000)
         label0, img0 = shots.slider_state(page)
         assert label0.startswith("alpha 1.00: overall"), label0        # the smoke run's preset alpha
         assert img0.startswith(("data:image/png", "blob:"))
         shots.scroll_to(page, ".jp-Cell:has(.lt-kit-alpha)")
         shots.save_screenshot(page, out / "explorer_before.png")
 
-        seconds = shots.move_slider(page, presses=5)                   # 5 steps of 0.01
+        seconds = shots.move_slider(page, presses=5, timeout_ms=60_000)   # 5 steps of 0.01
         label1, img1 = shots.slider_state(page)
         assert label1.startswith("alpha 1.05: overall") and img1 != img0
         numbers = lambda s: re.findall(r"\d+\.\d", s.split("|", 1)[1])      # noqa: E731 - the accuracies
         assert len(numbers(label1)) >= 5
-        seconds_back = shots.move_slider(page, presses=25, key="ArrowLeft")
+        seconds_back = shots.move_slider(page, presses=25, key="ArrowLeft", timeout_ms=60_000)
         label2, img2 = shots.slider_state(page)
         assert label2.startswith("alpha 0.80: overall") and img2 != img1
         assert numbers(label2) != numbers(label0) or numbers(label1) != numbers(label0), \
             "moving alpha by 0.05 and 0.25 changed no accuracy"
         assert shots.error_outputs(page) == [] and "error" not in label2.lower()
         shots.save_screenshot(page, out / "explorer_after.png")
+
+        # the method selector: TDE and logit adjustment on a causal-norm run; a click jumps to the paper rule
+        buttons = page.locator(f"{shots.CURRENT} .lt-kit-method button").all_inner_texts()
+        assert [b.strip() for b in buttons] == ["TDE", "logit adj."], buttons
+        seconds_la = shots.click_method(page, "logit adj.")
+        label3, img3 = shots.slider_state(page)
+        assert label3.startswith("tau 1.00: overall") and img3 != img2, label3     # logit adjustment's tau = 1
+        assert "(tau 0: " in label3 and len(numbers(label3)) >= 5, label3
+        assert page.locator(f"{shots.CURRENT} .lt-kit-alpha .widget-label").first.inner_text().strip() == "tau"
+        seconds_tau = shots.move_slider(page, presses=5, timeout_ms=60_000)
+        label4, img4 = shots.slider_state(page)
+        assert label4.startswith("tau 1.05: overall") and img4 != img3, label4
+        seconds_tde = shots.click_method(page, "TDE")
+        label5, img5 = shots.slider_state(page)
+        assert label5.startswith("alpha 1.00: overall") and img5 != img4, label5    # back at the preset alpha
+        assert numbers(label5) == numbers(label0), (label5, label0)                 # the same numbers as at first
+        assert page.locator(f"{shots.CURRENT} .lt-kit-alpha .widget-label").first.inner_text().strip() == "alpha"
+        assert shots.error_outputs(page) == [] and not any("error" in t.lower() for t in (label3, label4, label5))
+        shots.save_screenshot(page, out / "explorer_methods.png")
     print(f"slider: key presses -> new figure in {seconds:.2f} s and {seconds_back:.2f} s; {label2}")
+    print(f"selector: click -> new figure in {seconds_la:.2f} s (logit adj.) and {seconds_tde:.2f} s (TDE); "
+          f"tau keys {seconds_tau:.2f} s; {label4}")
     assert (out / "explorer_after.png").stat().st_size > 10_000

@@ -150,8 +150,10 @@ def kernel(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("jupyter")
     spec = path / "kernels" / "python3"
     spec.mkdir(parents=True)
+    # log_level=ERROR: the kernel's "running over TCP without encryption" warning; harmless here, the kernel
+    # listens on 127.0.0.1 only and every message is signed with the connection file's key
     (spec / "kernel.json").write_text(json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f",
-                                                           "{connection_file}"],
+                                                           "{connection_file}", "--IPKernelApp.log_level=ERROR"],
                                                   "display_name": "lt_kit test", "language": "python"}))
     mp = pytest.MonkeyPatch()
     mp.setenv("JUPYTER_PATH", str(path))

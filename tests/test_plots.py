@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from lt_kit import plots
 from lt_kit.errors import LtKitError
-from lt_kit.evaluate import AlphaEvaluator, FeatureCache
+from lt_kit.evaluate import AlphaEvaluator, FeatureCache, MethodEvaluator, choose_on_val
 from lt_kit.explorer import AlphaExplorer
 from lt_kit.notebook import (DIRECTION_PARAMS, EXPLORER_PARAMS, base_dir, check_parameters, injected_names,
                              resolve_path)
@@ -134,8 +134,9 @@ def test_sweep_figure_marks_alphas_and_skips_an_empty_split():
     labels = [ln.get_label() for ln in ex.sweep_figure(sweep).axes[0].lines]
     assert not any(lbl.startswith("few") for lbl in labels)
     assert any(lbl.startswith("head (> median") for lbl in labels)
-    assert any(lbl.startswith(f"best overall: alpha {plots.best_alpha(sweep):g}") for lbl in labels)
-    assert "preset alpha 1" in labels
+    assert any(lbl.startswith(f"best overall: alpha {plots.best_alpha(sweep):g}") and
+               lbl.endswith("for reading, chosen on test") for lbl in labels)
+    assert "preset alpha 1 (paper rule)" in labels
 
 
 # --------------------------------------------------------------------------- the explorer
@@ -174,6 +175,42 @@ def test_explorer_slider_updates_label_and_figure(cache, monkeypatch):
     ex.slider.value = 2.5                                      # what a key press does through the front end
     assert ex.label.value != first and ex.label.value.startswith("alpha 2.50:")
     assert len(updates) == 1 and updates[0].startswith(PNG)
+    assert ex.selector.options == (("TDE", "tde"), ("logit adj.", "logit_adjust"))
+    ex.selector.value = "logit_adjust"                         # a click on the other button
+    assert ex.method == "logit_adjust" and ex.slider.description == "tau" and ex.slider.value == 1.0
+    assert ex.label.value.startswith("tau 1.00: overall") and len(updates) == 2 and updates[1] != updates[0]
+    la = MethodEvaluator(cache, "logit_adjust").metrics(1.0)
+    assert f"overall {100 * la['overall']:.1f}%" in ex.label.value
+    ex.slider.value = 0.5
+    assert ex.label.value.startswith("tau 0.50:") and len(updates) == 3
+
+
+def test_explorer_on_a_linear_run_starts_on_logit_adjustment_and_marks_the_val_choice():
+    lin = make_cache(head="linear")
+    ex = AlphaExplorer(lin, preset_alpha=1.0, val_cache=make_cache(head="linear", seed=7))
+    assert list(ex.methods) == ["logit_adjust", "tau_norm"] and ex.method == "logit_adjust"
+    assert ex.val_strength == choose_on_val(ex.val_cache, "logit_adjust")["strength"]
+    assert "TDE does not apply" in ex.describe()
+    labels = [ln.get_label() for ln in ex.sweep_figure(ex.sweep(0.25)).axes[0].lines]
+    assert f"val-chosen tau {ex.val_strength:g}" in labels and "preset tau 1 (paper rule)" in labels
+    with pytest.raises(LtKitError, match="'tde' does not apply to the linear head"):
+        ex.set_method("tde")
+
+
+def test_comparison_marks_rule_and_val_on_every_method_and_labels_test_choices(cache):
+    from lt_kit.comparison import comparison_figure, comparison_table, method_curves
+    val = make_cache(seed=5)
+    curves = method_curves(cache, val, 1.0)
+    assert [c["method"] for c in curves] == ["tde", "logit_adjust"]
+    fig = comparison_figure(curves, "causal_norm")
+    labels = [ln.get_label() for ln in fig.axes[1].lines]
+    for c in curves:
+        assert f"{c['label']} paper rule {c['strength_name']}={c['rule']:g}" in labels
+        assert f"{c['label']} val-chosen {c['strength_name']}={c['val']:g}" in labels
+    text = comparison_table(cache, val, 1.0)
+    assert "De-confound-TDE (a=1)" in text and "val)" in text
+    assert text.count("for reading, chosen on test") == 3            # two rows and the note
+    assert "no validation split" in comparison_table(cache, None, 1.0)
 
 
 def test_explorer_degrades_to_a_static_figure_without_ipywidgets(cache, monkeypatch, capsys, tmp_path):
@@ -204,7 +241,7 @@ def test_injected_names_reads_papermills_cell():
 
 
 def test_check_parameters_rejects_unknown_and_ill_typed():
-    base = {"run_dir": "/r", "alpha_max": 3.0, "sweep_step": 0.05}
+    base = {"run_dir": "/r", "method": "", "alpha_max": 3.0, "sweep_step": 0.05}
     ns = {**base, "alpa_max": 2.0, "In": ["", "# Parameters\nalpa_max = 2.0\n"]}
     with pytest.raises(LtKitError, match=r"unknown notebook parameter 'alpa_max' \(did you mean 'alpha_max'\?\)"):
         check_parameters(ns, EXPLORER_PARAMS)

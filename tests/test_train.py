@@ -18,9 +18,15 @@ def smoke(**kw):
     return resolve({**load_params_file(ROOT / "params" / "smoke.yaml"), **kw})
 
 
-def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, monkeypatch):
+    import lt_kit.train as T
     fit(smoke(epochs=4), tmp_path / "full", progress=False)
-    fit(smoke(epochs=2), tmp_path / "cut", progress=False)
+    real = T.train_one_epoch
+    monkeypatch.setattr(T, "train_one_epoch", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt)
+                        if k["epoch"] == 3 else real(*a, **k))               # interrupted in epoch 3
+    with pytest.raises(KeyboardInterrupt):
+        fit(smoke(epochs=4), tmp_path / "cut", progress=False)
+    monkeypatch.undo()
     fit(smoke(epochs=4), tmp_path / "cut", resume=True, progress=False)
     a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
     b = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
@@ -59,12 +65,15 @@ def test_test_with_new_alpha_uses_the_cache_not_the_backbone(smoke_copy, monkeyp
     smoke_run = smoke_copy
     import lt_kit.train as T
     monkeypatch.setattr(T, "build_model", lambda *a, **k: pytest.fail("backbone was rebuilt"))
+    before = (smoke_run / "metrics.json").read_bytes()
     m0 = evaluate_run(smoke_run, alpha=0.0)
     m2 = evaluate_run(smoke_run, alpha=2.0)
-    assert m0["tde"]["overall"] == m0["softmax"]["overall"]
-    assert m2["alpha"] == 2.0 and json.loads((smoke_run / "metrics.json").read_text())["alpha"] == 2.0
-    lines = (smoke_run / "evaluations.jsonl").read_text().splitlines()
-    assert [json.loads(l)["alpha"] for l in lines[-2:]] == [0.0, 2.0]
+    run_metrics = json.loads(before)
+    assert m0["metrics"]["overall"] == run_metrics["softmax"]["overall"]
+    assert m2["method"] == "tde" and m2["strength"] == 2.0
+    assert (smoke_run / "metrics.json").read_bytes() == before          # the run's own evaluation stays
+    lines = [json.loads(l) for l in (smoke_run / "evaluations.jsonl").read_text().splitlines()[-2:]]
+    assert [(e["method"], e["strength"]) for e in lines] == [("tde", 0.0), ("tde", 2.0)]
 
 
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_checkpoint(tmp_path):
@@ -88,6 +97,8 @@ def test_an_earlier_run_is_refused_without_overwrite(smoke_run):
 def test_resume_with_other_parameters_is_refused(smoke_run):
     with pytest.raises(LtKitError, match="different parameters: arch"):
         fit(smoke(arch="resnext50_32x4d"), smoke_run, resume=True, progress=False)
+    with pytest.raises(LtKitError, match=r"different parameters: epochs=3->5; a resumed run keeps the epochs"):
+        fit(smoke(epochs=5), smoke_run, resume=True, progress=False)        # would move the lr curve
 
 
 def test_checkpoint_of_another_model_is_refused(smoke_run, tmp_path):

@@ -1,0 +1,178 @@
+"""The method registry: one shape for every classifier head and every post-hoc method, one table each.
+
+Config (valid ``head`` values), the evaluator, ``metrics.json``, the tables, the explorer, the benches and the
+tests read these two tables; adding a method is one entry here (plus its maths in its own file), nothing else.
+
+- A **head** (``models.HEADS``, registered with ``@register_head``) owns its weight, names its plain row
+  (``label``) and turns a feature cache into logits (``cache_logits``), so any post-hoc method works on it.
+- A **training loss** (``LOSSES``) names the heads it fits and makes the criterion of each epoch from the
+  class counts (``make_criterion``), so ``fit`` has one loss call for every method.
+- A **post-hoc method** (``POSTHOC``) re-scores a cache at a strength: its name and strength's name, the
+  heads it applies to (and why it refuses the others), the paper's fixed rule for the strength, the grid the
+  validation split chooses from, and ``prepare(cache) -> logits(strength)`` that precomputes what it can, so
+  one strength costs milliseconds. Strength 0 of every method is the head's own logits.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import LtKitError
+from .models import HEADS
+from .posthoc import check_strength, logit_adjust, tau_normalize
+from .tde import tde_parts
+
+
+@dataclass(frozen=True)
+class PostHoc:
+    name: str                                   # registry key: `--method`, metrics.json's "methods" keys
+    label: str                                  # row name in tables and plots
+    strength: str                               # the strength's name: "alpha", "tau"
+    heads: tuple[str, ...]                      # heads it applies to
+    rule: Callable[[float], float]              # the paper's fixed strength, given the run's preset alpha
+    rule_text: str
+    grid_max: float                             # the validation split chooses from 0 .. grid_max
+    prepare: Callable[[object], Callable[[float], Tensor]]
+    refused: dict[str, str] = field(default_factory=dict)    # head -> why the method does not apply to it
+    grid_step: float = 0.05
+
+    def grid(self) -> np.ndarray:
+        n = int(round(self.grid_max / self.grid_step))
+        return np.round(np.linspace(0.0, n * self.grid_step, n + 1), 6)
+
+    def check(self, strength: float) -> float:
+        try:
+            return check_strength(self.strength, strength)
+        except ValueError as e:
+            raise LtKitError(f"{self.name}: {e}") from None
+
+
+def head_logits(cache) -> Tensor:
+    """The head's own logits (no post-hoc method) from a feature cache."""
+    return HEADS[cache.head].cache_logits(cache)
+
+
+def _prepare_tde(cache):
+    base, effect = tde_parts(cache.features, cache.weight, cache.direction, tau=cache.tau, gamma=cache.gamma,
+                             num_heads=cache.num_heads)
+    minus = torch.empty(())
+    def logits(alpha: float) -> Tensor:          # Eq. 8 as one fused multiply-add
+        return base if alpha == 0 else torch.addcmul(base, effect, minus.fill_(-alpha))
+    return logits
+
+
+def _prepare_logit_adjust(cache):
+    base, counts = head_logits(cache), list(cache.train_counts)
+    return lambda tau: logit_adjust(base, counts, tau)
+
+
+def _prepare_tau_norm(cache):
+    feats, weight = cache.features, cache.weight
+    return lambda tau: feats @ tau_normalize(weight, tau).T
+
+
+POSTHOC: dict[str, PostHoc] = {m.name: m for m in [
+    PostHoc("tde", "TDE", "alpha", ("causal_norm",), lambda preset_alpha: preset_alpha,
+            "the run's preset alpha (paper: 1.0 CIFAR-10, 1.5 CIFAR-100, 3.0 ImageNet-LT)", 3.0, _prepare_tde,
+            refused={h: "TDE removes the momentum direction's effect through the causal-norm head's normalised "
+                        "heads; this head has no such term (train head=causal_norm)" for h in HEADS if h != "causal_norm"}),
+    PostHoc("logit_adjust", "logit adj.", "tau", tuple(HEADS), lambda _: 1.0,
+            "tau = 1 (Menon et al.: the Bayes-optimal shift for a balanced test set)", 3.0, _prepare_logit_adjust),
+    PostHoc("tau_norm", "tau-norm", "tau", ("linear",), lambda _: 1.0,
+            "tau = 1 (unit-norm class weights; Kang et al. choose tau in [0, 1] on validation data)", 2.0,
+            _prepare_tau_norm,
+            refused={"causal_norm": "the causal-norm head already divides each class weight by its norm "
+                                    "(||w|| + gamma), so tau-normalising it changes almost nothing; use tde or "
+                                    "logit_adjust on this head",
+                     "norm_linear": "the normalised head's class weights all have the same norm already, so "
+                                    "tau-normalising changes nothing; use logit_adjust on this head"}),
+]}
+
+
+def valid_pairs() -> str:
+    return "; ".join(f"{m.name} on {', '.join(m.heads)}" for m in POSTHOC.values())
+
+
+def methods_for(head: str) -> list[PostHoc]:
+    """The post-hoc methods that apply to ``head``, in registry order."""
+    return [m for m in POSTHOC.values() if head in m.heads]
+
+
+def get_method(name: str, head: str) -> PostHoc:
+    """The registry entry ``name``, checked against ``head``; an ``LtKitError`` names the valid pairs."""
+    if name not in POSTHOC:
+        raise LtKitError(f"unknown post-hoc method {name!r}; valid: {', '.join(POSTHOC)}")
+    m = POSTHOC[name]
+    if head not in m.heads:
+        why = m.refused.get(head, "")
+        raise LtKitError(f"method {name!r} does not apply to the {head} head{': ' + why if why else ''}; "
+                         f"valid pairs: {valid_pairs()}")
+    return m
+
+
+# --------------------------------------------------------------------------- training losses
+@dataclass(frozen=True)
+class Loss:
+    """A training loss: the heads it fits, and ``make(params, class_counts, epoch) -> criterion(logits, y)``,
+    built once per epoch by ``fit`` (so a loss may change with the epoch, as DRW does)."""
+    name: str
+    label: str
+    heads: tuple[str, ...]
+    make: Callable[[dict, list, int], Callable[[Tensor, Tensor], Tensor]]
+    why: str = ""                                # why other heads are refused
+
+
+def drw_epoch(params: dict) -> int:
+    """DRW's first re-weighted epoch: the schedule's first lr drop (epoch 120 of the reference's 200, 27 of the
+    45-epoch CPU schedule). LDAM-DRW itself re-weights from its own first drop (epoch 160 of 200)."""
+    if params["schedule"] != "warmup_multistep" or not params["milestones"]:
+        raise LtKitError("loss=ldam_drw defers its re-weighting to the first lr drop: it needs "
+                         "schedule=warmup_multistep with milestones")
+    return min(params["milestones"])
+
+
+def _make_ce(params, counts, epoch):
+    return torch.nn.functional.cross_entropy
+
+
+def _make_logit_adjusted(params, counts, epoch):
+    from .losses import logit_adjusted_loss
+    tau = params["loss_tau"]
+    return lambda logits, y: logit_adjusted_loss(logits, y, counts, tau)
+
+
+def _make_ldam_drw(params, counts, epoch):
+    from .losses import drw_weights, ldam_loss, ldam_margins
+    margins, scale = ldam_margins(counts, params["ldam_max_margin"]), params["norm_scale"]
+    weight = drw_weights(counts, params["drw_beta"]) if epoch >= drw_epoch(params) else None
+    return lambda logits, y: ldam_loss(logits, y, margins, scale, weight)
+
+
+LOSSES: dict[str, Loss] = {l.name: l for l in [
+    Loss("ce", "cross-entropy", tuple(HEADS), _make_ce),
+    Loss("logit_adjusted", "logit-adjusted loss", tuple(HEADS), _make_logit_adjusted),
+    Loss("ldam_drw", "LDAM-DRW", ("norm_linear",), _make_ldam_drw,
+         why="LDAM's margins are on cosine logits: train it with head=norm_linear"),
+]}
+
+
+def check_loss(params: dict) -> None:
+    """Refuse a loss/head pair that does not fit, naming the valid pairs; check the loss's own settings."""
+    loss = LOSSES[params["loss"]]
+    if params["head"] not in loss.heads:
+        pairs = "; ".join(f"{l.name} with {', '.join(l.heads)}" for l in LOSSES.values())
+        raise LtKitError(f"loss {loss.name!r} does not fit head {params['head']!r}"
+                         f"{': ' + loss.why if loss.why else ''}; valid pairs: {pairs}")
+    if loss.name == "ldam_drw":
+        drw_epoch(params)
+        if not 0 < params["drw_beta"] < 1 or not params["ldam_max_margin"] > 0:
+            raise LtKitError("ldam_drw needs 0 < drw_beta < 1 and ldam_max_margin > 0")
+
+
+def make_criterion(params: dict, class_counts, epoch: int):
+    """The training criterion for ``epoch`` (1-based)."""
+    return LOSSES[params["loss"]].make(params, list(class_counts), epoch)

@@ -1,0 +1,68 @@
+"""Post-hoc debiasing of a trained classifier, the field's usual peers of TDE: pure tensor functions.
+
+- Logit adjustment (Menon et al., ICLR 2021, post-hoc form): ``logits - tau * log(prior)``, the prior being the
+  training class frequencies; tau = 1 is the paper's rule (the Bayes-optimal shift for a balanced test set).
+- tau-normalisation (Kang et al., ICLR 2020, "Decoupling"): each class weight ``w_c / ||w_c|| ** tau`` on a
+  bias-free linear classifier; tau = 1 makes every class weight unit length (the paper's tau lies in [0, 1],
+  chosen on a validation set).
+
+The CLI, the evaluator, the notebooks, the benches and the tests all call these two functions
+(``../shared/docs/peer-methods.md`` gives the published figures they are compared with).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+_NORM_EPS = 1e-12
+
+
+def check_strength(name: str, value: float, minimum: float = 0.0) -> float:
+    """``value`` as a float, or ``ValueError`` when it is not a finite number >= ``minimum``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number, got {value!r}") from None
+    if not math.isfinite(v) or v < minimum:
+        raise ValueError(f"{name} must be a finite number >= {minimum:g}, got {value!r}")
+    return v
+
+
+def log_prior(class_counts) -> Tensor:
+    """log of the training class frequencies, (C,) float32. A class with no training image has prior 0:
+    its log is -inf and logit adjustment would always predict it, so such counts are refused."""
+    counts = torch.as_tensor(list(class_counts), dtype=torch.float64)
+    if (counts <= 0).any():
+        raise ValueError("logit adjustment needs every class in the training split (a class count is 0)")
+    return (counts / counts.sum()).log().float()
+
+
+def logit_adjust(logits: Tensor, class_counts, tau: float) -> Tensor:
+    """Post-hoc logit adjustment: ``logits - tau * log(prior)`` with ``prior = counts / counts.sum()``.
+
+    Args:
+        logits: (B, C) scores of any classifier.
+        class_counts: C training images per class.
+        tau: strength, >= 0 (0 leaves the logits unchanged; 1 is the paper's rule).
+    Returns:
+        (B, C) adjusted logits.
+    """
+    tau = check_strength("tau", tau)
+    if logits.shape[-1] != len(list(class_counts)):
+        raise ValueError(f"{logits.shape[-1]} logits per image but {len(list(class_counts))} class counts")
+    return logits - tau * log_prior(class_counts).to(logits.device, logits.dtype)
+
+
+def tau_normalize(weight: Tensor, tau: float) -> Tensor:
+    """tau-normalisation: each row (class) of ``weight`` divided by its L2 norm to the power ``tau``.
+
+    Args:
+        weight: (C, D) weight of a bias-free linear classifier.
+        tau: strength, >= 0 (0 leaves the weight unchanged; 1 gives unit-norm class weights).
+    Returns:
+        (C, D) rescaled weight.
+    """
+    tau = check_strength("tau", tau)
+    return weight / weight.norm(dim=-1, keepdim=True).clamp_min(_NORM_EPS).pow(tau)
