@@ -216,9 +216,13 @@ def main() -> None:
                     Path(args.out + ".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
                     Path(args.out + ".md").write_text(markdown(rows, meta))
     meta["ms_per_strength"] = ms_per_strength(run_dirs)
+    # groups over seeds (same parameters but the seed, same subset): lt_kit's one implementation of mean ± sd
+    from lt_kit.compare import compare_runs
+    groups = compare_runs([str(p) for p in run_dirs])
+    md = markdown(rows, meta) + "\n## Mean ± sample sd over seeds (`python -m lt_kit compare`)\n\n" + groups.markdown()
     Path(args.out + ".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    Path(args.out + ".md").write_text(markdown(rows, meta))
-    print(markdown(rows, meta))
+    Path(args.out + ".md").write_text(md)
+    print(md)
 
 
 def rescore(run: Path) -> tuple[dict, float]:

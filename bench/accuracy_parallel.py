@@ -31,6 +31,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from accuracy import machine, markdown, run_name, schedule  # noqa: E402
+from lt_kit.compare import mean_std  # noqa: E402  (one implementation of mean and spread)
 
 
 def parse_job(text: str) -> dict:
@@ -176,8 +177,9 @@ def merge(jobs: list[dict], args, kept: np.ndarray | None) -> tuple[dict, str]:
             "version": __import__("lt_kit").__version__, "jobs_at_once": len(jobs), "notes": notes,
             "subset_checked": kept is not None}
     means = {}
-    for r in rows:
-        means.setdefault((r["dataset"], r["ratio"], r["method"]), []).append(r)
+    for r in rows:     # one group per result kind; a val-chosen strength may differ between seeds
+        kind = r["name"].split(" (")[0] + (f" ({r['how']})" if r.get("how") else "")
+        means.setdefault((r["dataset"], r["ratio"], kind), []).append(r)
     lines = [f"# CIFAR-LT accuracy, ResNet-32, {args.epochs} epochs ({meta['machine']})", "",
              f"Command: `{meta['command']}`  ",
              f"{len(jobs)} jobs started at once on one device (wall times are shared, not solo). "
@@ -187,7 +189,7 @@ def merge(jobs: list[dict], args, kept: np.ndarray | None) -> tuple[dict, str]:
              "|---|---|---|---|---|---|---|---|---|"]
     summary = []
     for (ds, ratio, method), rs in sorted(means.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2])):
-        m = {k: float(np.mean([r["metrics"][k] for r in rs])) for k in ("many", "medium", "overall")}
+        m = {k: mean_std([r["metrics"][k] for r in rs])[1] for k in ("many", "medium", "overall")}
         paper = rs[0]["paper"]
         diff = f"{100 * m['overall'] - paper:+.1f}" if paper else "–"
         lines.append(f"| {ds} | {ratio:g} | {method} | {', '.join(str(r['seed']) for r in rs)} | {100 * m['many']:.1f} | "

@@ -57,7 +57,7 @@ class FeatureCache:
     labels: Tensor                # (N,) int64
     weight: Tensor                # (C, D) classifier weight
     direction: Tensor             # (D,) momentum direction
-    head: str                     # "causal_norm" or "linear"
+    head: str                     # a name in models.HEADS
     num_heads: int
     tau: float
     gamma: float
@@ -135,7 +135,8 @@ class AlphaEvaluator(MethodEvaluator):
     (also negative, for reading) is accepted. On another head alpha has no effect."""
 
     def __init__(self, cache: FeatureCache):
-        super().__init__(cache, "tde" if cache.head == "causal_norm" else None)
+        from .methods import applies
+        super().__init__(cache, "tde" if applies("tde", cache.head) else None)
 
     def logits(self, alpha: float) -> Tensor:
         return self._logits(check_alpha(alpha))
@@ -178,9 +179,9 @@ def summary(cache: FeatureCache, alpha: float, val_cache: FeatureCache | None = 
     """The run's ``metrics.json``: the alpha used, ``softmax`` (the head's own logits; De-confound for the
     causal head), ``tde`` (None for other heads), each with many/medium/few/overall and per-class accuracy,
     and ``methods``: every post-hoc method that applies to the head (see :func:`method_summary`)."""
-    from .methods import methods_for
+    from .methods import applies, methods_for
     ev = AlphaEvaluator(cache)
-    tde = ev.metrics(alpha) if cache.head == "causal_norm" else None
+    tde = ev.metrics(alpha) if applies("tde", cache.head) else None
     return {"alpha": float(alpha), "head": cache.head, "softmax": ev.metrics(0.0), "tde": tde,
             "methods": {m.name: method_summary(cache, m.name, alpha, val_cache) for m in methods_for(cache.head)},
             "val_images": None if val_cache is None else len(val_cache.labels),
@@ -204,8 +205,12 @@ def row_name(head: str, method: str | None, strength: float | None = None, how: 
 def table_rows(metrics: dict) -> list[tuple[str, dict]]:
     """(row name, metrics) for every result a run's metrics hold: the head's own, then each post-hoc method at
     its paper rule and at its validation-chosen strength. The test-chosen optimum is not a row."""
+    from .methods import applies
     head, loss = metrics["head"], metrics.get("loss", "ce")
-    rows = [(row_name(head, None, loss=loss), metrics["softmax"])]
+    plain = row_name(head, None, loss=loss)
+    if loss == "ce":                       # the reference's wording: "De-confound (alpha=0)"
+        plain += " (alpha=0)" if applies("tde", head) else f" ({head} head)"
+    rows = [(plain, metrics["softmax"])]
     methods = metrics.get("methods")
     if methods is None:                                     # an older run: TDE at its alpha only
         if metrics.get("tde"):

@@ -93,6 +93,11 @@ POSTHOC: dict[str, PostHoc] = {m.name: m for m in [
 ]}
 
 
+def applies(method: str, head: str) -> bool:
+    """Whether post-hoc ``method`` applies to ``head`` (the registry's word, not a branch on names)."""
+    return method in POSTHOC and head in POSTHOC[method].heads
+
+
 def valid_pairs() -> str:
     return "; ".join(f"{m.name} on {', '.join(m.heads)}" for m in POSTHOC.values())
 

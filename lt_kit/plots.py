@@ -95,8 +95,9 @@ def per_class_vs_count(metrics: dict) -> Figure:
     counts = np.asarray(metrics["train_counts"])
     order = head_to_tail(counts)
     fig, (ax,) = new_figure(width=6.4, height=3.6)
-    series = [("De-confound (alpha 0)" if metrics["head"] == "causal_norm" else "softmax (linear head)",
-               metrics["softmax"], BASE_COLOR, "o")]
+    from .evaluate import row_name
+    plain = row_name(metrics["head"], None, loss=metrics.get("loss", "ce"))
+    series = [(plain + (" (alpha 0)" if metrics.get("tde") else ""), metrics["softmax"], BASE_COLOR, "o")]
     if metrics.get("tde"):
         series.append((f"De-confound-TDE (alpha {metrics['alpha']:g})", metrics["tde"], TDE_COLOR, "s"))
     for label, m, color, marker in series:

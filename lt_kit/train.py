@@ -20,7 +20,7 @@ from .guard import env_rank
 from .lock import RunLock
 from .evaluate import AlphaEvaluator, FeatureCache, MethodEvaluator, extract_features, format_table, summary
 from .runs import RunDir, load_checkpoint, write_json
-from .methods import LOSSES, make_criterion
+from .methods import LOSSES, applies, make_criterion
 from .schedule import lr_at, mu_at
 
 EVALUATED = "evaluated.pt"          # the weights and direction that metrics.json and the feature caches come from
@@ -83,7 +83,7 @@ def _evaluate(model, params, data, alpha) -> tuple[FeatureCache, FeatureCache | 
 def _val_score(model, params, data) -> float:
     """Overall accuracy on the validation split at the run's preset alpha (TDE) or the head's own logits."""
     ev = AlphaEvaluator(_cache(model, data.val, params, data))
-    return ev.overall(params["alpha"] if params["head"] == "causal_norm" else 0.0)
+    return ev.overall(params["alpha"] if applies("tde", params["head"]) else 0.0)
 
 
 def fit(params: dict, run_dir, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
@@ -205,7 +205,7 @@ def test_run(run_dir, *, method: str | None = None, strength: float | None = Non
             raise LtKitError(f"alpha is TDE's strength; with method {method!r} give --strength instead")
         method, strength = "tde", alpha
     if method is None:
-        method = "tde" if params["head"] == "causal_norm" else None
+        method = "tde" if applies("tde", params["head"]) else None
     cache = _load_or_rebuild(run, params, checkpoint, device)
     m = get_method(method, cache.head) if method else None
     if m is not None:

@@ -33,7 +33,7 @@ alpha_max: float = 3.0  # right end of the TDE slider and sweep (the other metho
 sweep_step: float = 0.05  # strength spacing of the static sweep
 
 # %%
-from lt_kit.comparison import comparison_figure, comparison_table, method_curves
+from lt_kit.posthoc_view import comparison_figure, comparison_table, method_curves
 from lt_kit.explorer import AlphaExplorer
 from lt_kit.notebook import EXPLORER_PARAMS, check_parameters, save_and_show
 

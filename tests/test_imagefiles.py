@@ -242,3 +242,19 @@ def test_cli_train_and_test_classes_differ(tmp_path):
     err = _cli_error(["--set", "dataset=folder", "--set", f"data_root={train}", "--set", f"test_root={test}"],
                      tmp_path / "run")
     assert "class folders differ: only in train ['emu'], only in test ['fox']" in err
+
+
+def test_folder_val_root_is_the_validation_split(tmp_path):
+    """``val_root``: a class-per-subfolder validation split for ``folder``; select_best needs it, and its
+    classes must match the training folders."""
+    train = folder_tree(tmp_path / "train", {"a": 6, "b": 4})
+    test = folder_tree(tmp_path / "test", {"a": 2, "b": 2})
+    val = folder_tree(tmp_path / "val", {"a": 3, "b": 3})
+    base = {"dataset": "folder", "data_root": str(train), "test_root": str(test), "image_size": 32}
+    with pytest.raises(LtKitError, match="select_best needs a validation split.*set val_root"):
+        resolve({**base, "select_best": True})
+    d = load_file_dataset(resolve({**base, "val_root": str(val), "select_best": True}), dataset_info("folder"))
+    assert len(d["val"]) == 6 and np.bincount(d["val"].labels).tolist() == [3, 3]
+    folder_tree(tmp_path / "val2", {"a": 1, "c": 1})
+    with pytest.raises(LtKitError, match="val_root .* class folders differ"):
+        load_file_dataset(resolve({**base, "val_root": str(tmp_path / "val2")}), dataset_info("folder"))

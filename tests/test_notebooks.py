@@ -14,13 +14,13 @@ import yaml
 
 from lt_kit.config import PARAMS, load_params_file, resolve
 from lt_kit.errors import LtKitError
-from lt_kit.notebook import (DIRECTION_PARAMS, EXPLORER_PARAMS, PATH_PARAMS, TRAIN_ONLY, check_train_parameters,
+from lt_kit.notebook import (COMPARE_PARAMS, DIRECTION_PARAMS, EXPLORER_PARAMS, PATH_PARAMS, TRAIN_ONLY, check_train_parameters,
                              resolve_path)
 
 ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT / "notebooks"
 NOTEBOOKS = {"train": [*PARAMS, *TRAIN_ONLY], "tde_explorer": list(EXPLORER_PARAMS),
-             "momentum_direction": list(DIRECTION_PARAMS)}
+             "momentum_direction": list(DIRECTION_PARAMS), "compare": list(COMPARE_PARAMS)}
 PRESETS = sorted((ROOT / "params").glob("*.yaml"))
 
 

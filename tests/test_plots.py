@@ -198,7 +198,7 @@ def test_explorer_on_a_linear_run_starts_on_logit_adjustment_and_marks_the_val_c
 
 
 def test_comparison_marks_rule_and_val_on_every_method_and_labels_test_choices(cache):
-    from lt_kit.comparison import comparison_figure, comparison_table, method_curves
+    from lt_kit.posthoc_view import comparison_figure, comparison_table, method_curves
     val = make_cache(seed=5)
     curves = method_curves(cache, val, 1.0)
     assert [c["method"] for c in curves] == ["tde", "logit_adjust"]

@@ -1,5 +1,5 @@
 """Every post-hoc method on one run, side by side: accuracy against strength, the strength each method's
-paper rule gives, the strength chosen on the validation split, and one table.
+paper rule gives, the strength chosen on the validation split, and one table (many runs: ``compare.py``).
 
 The static part of the explorer notebook (what papermill and CI see). The numbers come from
 ``evaluate.summary`` and ``MethodEvaluator`` (one implementation); the test-chosen optimum appears only
