@@ -83,6 +83,8 @@ def run_rows(metrics: dict, *, dataset: str, ratio: float, seed: int, seconds: f
     head, loss = metrics["head"], metrics.get("loss", "ce")
     entries = [(None, "", None, metrics["softmax"])]
     for name, e in (metrics.get("methods") or {}).items():
+        if "rule" not in e:                     # unavailable on this run
+            continue
         entries.append((name, "rule", e["rule"]["strength"], e["rule"]["metrics"]))
         if e.get("val"):
             entries.append((name, "val", e["val"]["strength"], e["val"]["metrics"]))

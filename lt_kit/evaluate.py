@@ -175,6 +175,15 @@ def method_summary(cache: FeatureCache, method: str, preset_alpha: float, val_ca
     return out
 
 
+def _method_or_reason(cache: FeatureCache, method, alpha: float, val_cache: FeatureCache | None) -> dict:
+    """``method_summary``, or why the method cannot score this run (e.g. logit adjustment with a class that
+    has no training image: its log prior is -inf)."""
+    try:
+        return method_summary(cache, method.name, alpha, val_cache)
+    except ValueError as e:
+        return {"label": method.label, "strength_name": method.strength, "unavailable": str(e)}
+
+
 def summary(cache: FeatureCache, alpha: float, val_cache: FeatureCache | None = None) -> dict:
     """The run's ``metrics.json``: the alpha used, ``softmax`` (the head's own logits; De-confound for the
     causal head), ``tde`` (None for other heads), each with many/medium/few/overall and per-class accuracy,
@@ -183,7 +192,7 @@ def summary(cache: FeatureCache, alpha: float, val_cache: FeatureCache | None = 
     ev = AlphaEvaluator(cache)
     tde = ev.metrics(alpha) if applies("tde", cache.head) else None
     return {"alpha": float(alpha), "head": cache.head, "softmax": ev.metrics(0.0), "tde": tde,
-            "methods": {m.name: method_summary(cache, m.name, alpha, val_cache) for m in methods_for(cache.head)},
+            "methods": {m.name: _method_or_reason(cache, m, alpha, val_cache) for m in methods_for(cache.head)},
             "val_images": None if val_cache is None else len(val_cache.labels),
             "train_counts": cache.train_counts, "class_names": cache.class_names,
             "thresholds": {"many": cache.many_threshold, "few": cache.few_threshold}}
@@ -217,6 +226,8 @@ def table_rows(metrics: dict) -> list[tuple[str, dict]]:
             rows.append((row_name(head, "tde", metrics["alpha"]), metrics["tde"]))
         return rows
     for name, e in methods.items():
+        if "rule" not in e:                 # unavailable on this run (format_table says why)
+            continue
         rows.append((row_name(head, name, e["rule"]["strength"], loss=loss), e["rule"]["metrics"]))
         if e.get("val"):
             rows.append((row_name(head, name, e["val"]["strength"], "val", loss=loss), e["val"]["metrics"]))
@@ -250,5 +261,6 @@ def format_table(metrics: dict) -> str:
                      if val else "no validation split in this run, so no strength was chosen on one"))
         notes.append(f"{TEST_CHOSEN_NOTE}: " + ", ".join(
             f"{e['label']} {e['strength_name']}={e['test_chosen']['strength']:g} "
-            f"({100 * e['test_chosen']['overall']:.2f}%)" for e in methods.values()))
+            f"({100 * e['test_chosen']['overall']:.2f}%)" for e in methods.values() if "test_chosen" in e))
+        notes += [f"{e['label']} not scored: {e['unavailable']}" for e in methods.values() if "unavailable" in e]
     return format_rows(table_rows(metrics), metrics["thresholds"], tuple(notes))

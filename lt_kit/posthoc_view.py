@@ -23,6 +23,8 @@ def method_curves(cache: FeatureCache, val_cache: FeatureCache | None, preset_al
     info = summary(cache, preset_alpha, val_cache)["methods"]
     out = []
     for m in methods_for(cache.head):
+        if "rule" not in info[m.name]:          # unavailable on this run (the table says why)
+            continue
         sweep = MethodEvaluator(cache, m.name).sweep(m.grid())
         e = info[m.name]
         out.append({"method": m.name, "label": m.label, "strength_name": m.strength,
@@ -61,6 +63,8 @@ def comparison_table(cache: FeatureCache, val_cache: FeatureCache | None, preset
     m = summary(cache, preset_alpha, val_cache)
     rows = table_rows(m)
     for name, e in m["methods"].items():
+        if "test_chosen" not in e:
+            continue
         s = e["test_chosen"]["strength"]
         rows.append((row_name(cache.head, name, s, TEST_CHOSEN_NOTE), MethodEvaluator(cache, name).metrics(s)))
     how = ("val = chosen on the validation split" if val_cache is not None else

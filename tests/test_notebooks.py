@@ -213,10 +213,12 @@ def test_explorer_notebook(trained, tmp_path, kernel):
     text = outputs_text(nb)
     assert "rule of thumb" in text and "best overall accuracy" in text and "median" in text
     assert "'median_ms'" in text                               # the measured update time is printed
-    for fig in ("tde_sweep", "tde_alpha_panel"):
+    assert "De-confound-TDE (a=1)" in text and "De-confound + logit adj. (tau=1)" in text      # the methods table
+    assert text.count("for reading, chosen on test") >= 3      # test-chosen rows are labelled, never results
+    for fig in ("methods", "tde_sweep", "tde_panel"):
         assert (run / "figures" / f"{fig}.png").read_bytes().startswith(b"\x89PNG")
     # static figures are real image outputs (they render without a widget front end)
-    assert sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])) == 2
+    assert sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])) == 3
 
 
 def test_direction_notebook(trained, tmp_path, kernel):

@@ -229,6 +229,10 @@ def test_explorer_from_run_needs_a_feature_cache(tmp_path):
     with pytest.raises(LtKitError, match="not an lt_kit run"):
         AlphaExplorer.from_run(tmp_path)
     (tmp_path / "params.yaml").write_text("alpha: 1.0\n")
+    with pytest.raises(LtKitError, match="stopped before its first complete epoch; train it again"):
+        AlphaExplorer.from_run(tmp_path)
+    for name in ("checkpoint.pt", "metrics.json"):              # a finished run that lost its cache
+        (tmp_path / name).write_bytes(b"x")
     with pytest.raises(LtKitError, match="python -m lt_kit test --run-dir"):
         AlphaExplorer.from_run(tmp_path)
 
@@ -250,7 +254,7 @@ def test_check_parameters_rejects_unknown_and_ill_typed():
     with pytest.raises(LtKitError, match="must be float"):
         check_parameters({**base, "alpha_max": float("inf")}, EXPLORER_PARAMS)
     out = check_parameters({**base, "alpha_max": 2, "sweep_step": "0.1"}, EXPLORER_PARAMS)   # -r gives strings
-    assert out == {"run_dir": "/r", "alpha_max": 2.0, "sweep_step": 0.1}
+    assert out == {"run_dir": "/r", "method": "", "alpha_max": 2.0, "sweep_step": 0.1}
     d = check_parameters({"run_dir": "/r", "alpha": None, "max_points": 10}, DIRECTION_PARAMS)
     assert d["alpha"] is None
     with pytest.raises(LtKitError, match="'max_points' must be int"):
