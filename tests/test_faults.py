@@ -20,8 +20,9 @@ outcome asserted. "Nothing lost": the files of the last complete epoch survive a
 | 13 | a second writer on the same run dir                    | refused with the first writer's pid and host; nothing written; once that writer is killed, its stale lock is taken over |
 | 14 | Ctrl-C in train.ipynb (KeyboardInterrupt), then `resume=True` | lock released; resume ends bitwise equal to an uninterrupted run               |
 | 15 | Ctrl-C during the first epoch (no checkpoint yet)      | the CLI says to run the same command again; a plain rerun or `--resume` starts over cleanly |
+| 16 | features.pt deleted from a `select_best` run           | `test` rebuilds it from evaluated.pt (the best epoch's weights, the direction fit used): the numbers fit reported; metrics.json untouched |
 
-15 faults tried, 15 answered with a clear message and nothing lost (README, *Reliability*).
+16 faults tried, 16 answered with a clear message and nothing lost (README, *Reliability*).
 """
 from __future__ import annotations
 
@@ -379,3 +380,19 @@ def test_ctrl_c_in_the_first_epoch_restarts(tmp_path, capsys, monkeypatch):
     code, err = cli(capsys, "train", "--params", SMOKE, "--set", "epochs=1", "--run-dir", str(run), "--resume", "--quiet")
     assert code == 0, err
     assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 1 and not list(tmp_path.glob("run.replaced-*"))
+
+
+def test_lost_feature_cache_of_a_select_best_run_is_rebuilt_from_what_fit_evaluated(tmp_path, capsys):
+    run = tmp_path / "run"
+    code, err = cli(capsys, "train", "--params", SMOKE, "--set", "val_per_class=5", "--set", "select_best=true",
+                    "--set", "epochs=4", "--set", "milestones=[3]", "--run-dir", str(run), "--quiet")
+    assert code == 0, err
+    before = (run / "metrics.json").read_bytes()
+    fitted = json.loads(before)
+    (run / "features.pt").unlink()
+    code, err = cli(capsys, "test", "--run-dir", str(run), "--alpha", str(fitted["alpha"]))
+    assert code == 0, err
+    rebuilt = json.loads((run / "evaluations.jsonl").read_text().splitlines()[-1])
+    assert rebuilt["metrics"]["per_class"] == fitted["tde"]["per_class"]     # the best epoch, not the last
+    assert (run / "metrics.json").read_bytes() == before                       # never rewritten
+    assert load_checkpoint(run / "evaluated.pt")["epoch"] == fitted["best_epoch"]
