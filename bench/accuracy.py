@@ -235,7 +235,7 @@ def rescore(run: Path) -> tuple[dict, float]:
     val = run / "val_features.pt"
     m = summary(FeatureCache.load(run / "features.pt"), params["alpha"],
                 FeatureCache.load(val) if val.is_file() else None)
-    return m, float(old.get("seconds", float("nan")))
+    return {**m, "loss": params.get("loss", "ce")}, float(old.get("seconds", float("nan")))
 
 
 if __name__ == "__main__":
