@@ -9,7 +9,7 @@ to its count, so the ratio-100 and ratio-50 subsets lie inside the ratio-10 one.
 rebuilds torchvision's folder from it with the left-out training images as zeros, which no run at ratio
 >= ``--min-ratio`` ever reads (it checks that too), so runs read the data through lt_kit's normal path.
 
-    python bench/gpu_pack.py --shared /work/shared/data --cifar /work/cifar     # then carry gpu_pack
+    python bench/gpu_pack.py --shared ../shared/data --cifar $CIFAR     # then carry gpu_pack
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 # pack, train the CIFAR-10-LT table at the full 200-epoch schedule with several runs sharing the GPU, sweep
 # alpha over the finished runs, and leave results in $OUT (at most 8 files come back).
 #
-#   here:   python bench/gpu_pack.py --cifar /work/cifar        # -> gpu_pack/ (ignored, ~44 MiB)
+#   here:   python bench/gpu_pack.py --cifar $CIFAR        # -> gpu_pack/ (ignored, ~44 MiB)
 #   device: bash bench/gpu_run.sh      (carry gpu_pack; env: DEADLINE, EPOCHS, JOBS, SPEED_IF_BEFORE)
 set -uo pipefail
 OUT=${OUT:-bench/out/gpu}
