@@ -182,8 +182,7 @@ def main() -> None:
     from lt_kit.config import parse_sets
     extra, baseline_extra = parse_sets(args.set), parse_sets(args.baseline_set)
     meta = {"machine": machine(), "epochs": args.epochs, "schedule": schedule(args.epochs), "seeds": args.seeds,
-            "command": "python " + " ".join("$CIFAR" if a == args.data_root else a.replace(args.data_root, "$CIFAR")
-                                            if a.startswith("--data-root=") else a for a in sys.argv),
+            "command": "python " + " ".join(a.replace(args.data_root, "$CIFAR") for a in sys.argv),
             "version": __import__("lt_kit").__version__,
             "val_per_class": args.val_per_class, "table_only": args.table_only,
             "torch": torch.__version__, "started": time.strftime("%Y-%m-%d %H:%M")}

@@ -2,7 +2,6 @@
 folders that cannot be compared, the CLI's formats, and compare.ipynb under papermill on trained runs."""
 from __future__ import annotations
 
-import ast
 import csv
 import io
 import json
@@ -13,7 +12,6 @@ import statistics
 import sys
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import papermill as pm
 import pytest
@@ -23,7 +21,6 @@ from lt_kit.cli import main
 from lt_kit.compare import compare_runs, evaluations, group_runs, mean_std, read_run
 from lt_kit.config import load_params_file, resolve
 from lt_kit.errors import LtKitError
-from lt_kit.notebook import COMPARE_PARAMS
 from lt_kit.runs import RunDir, indices_checksum, subset_checksum
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -294,22 +291,7 @@ def test_trained_runs(trained, tmp_path):
     assert c.groups[0].subset != c.groups[1].subset and "SUBSETS DIFFER" in c.text()
 
 
-def test_notebook_form():
-    nb = nbformat.read(NB, as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert "parameters" in code[0].metadata.get("tags", [])
-    for stmt in ast.parse(code[0].source).body:                       # flat, typed literals only
-        assert isinstance(stmt, ast.AnnAssign), ast.unparse(stmt)
-        ast.literal_eval(stmt.value)
-    for c in code:
-        assert c.outputs == [] and c.execution_count is None, "commit notebooks without outputs"
-        assert not [n for n in ast.walk(ast.parse(c.source)) if isinstance(n, (ast.FunctionDef, ast.ClassDef,
-                                                                             ast.Lambda))], "no def/class in cells"
-    declared = pm.inspect_notebook(str(NB))
-    assert list(declared) == list(COMPARE_PARAMS) and all(p["help"] for p in declared.values())
-    jupytext = pytest.importorskip("jupytext")
-    paired = [(c.cell_type, c.source) for c in jupytext.read(NB.with_suffix(".py")).cells]
-    assert paired == [(c.cell_type, c.source) for c in nb.cells], "run `jupytext --sync notebooks/compare.ipynb`"
+# the notebook's form, parameters and jupytext pair: tests/test_notebooks.py (NOTEBOOKS includes compare)
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ def test_no_machine_paths_in_committed_results_and_docs():
     bad = [f"{p.relative_to(ROOT)}:{n}: {m.group(0)}" for p in files if p.suffix in (".md", ".json", ".log", ".yaml", ".txt")
            for n, line in enumerate(p.read_text(errors="replace").splitlines(), 1) for m in [MACHINE_PATH.search(line)] if m]
     assert not bad, "machine paths (use $CIFAR, DIR or ../shared/...):\n" + "\n".join(bad[:20])
-    assert MACHINE_PATH.search("--data-root /work/cifar") and not MACHINE_PATH.search("--data-root $CIFAR/x")
+    assert MACHINE_PATH.search("--data-root /scratch/DIR") and not MACHINE_PATH.search("--data-root $CIFAR/x")
 
 
 def test_params_shows_what_a_dataset_resolves_to(capsys):
