@@ -158,6 +158,10 @@ def ms_per_strength(run_dirs: list[Path]) -> dict:
     return out
 
 
+RECIPE_KEYS = ("augment", "randaugment_ops", "randaugment_magnitude", "cutout", "mixup_alpha", "cutmix_alpha",
+               "label_smoothing", "weight_decay")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", required=True, help="folder holding cifar-10-batches-py / cifar-100-python")
@@ -172,6 +176,10 @@ def main() -> None:
                          "norm_linear:ldam_drw")
     ap.add_argument("--baseline-set", action="append", default=[],
                     help="extra key=value for the linear (softmax) baseline only, e.g. lr=0.05")
+    ap.add_argument("--recipe", default="",
+                    help="a params/ preset whose recipe switches (augment, cutout, mixup_alpha, cutmix_alpha, "
+                         "label_smoothing, weight_decay) go on every run, e.g. cifar10_lt_resnet32_strong; runs are "
+                         "tagged with its last word")
     ap.add_argument("--out", default="bench/results/accuracy", help="prefix of the .json/.md results")
     ap.add_argument("--runs", default="bench/out/accuracy", help="where the run dirs go")
     ap.add_argument("--val-per-class", type=int, default=0,
@@ -181,10 +189,12 @@ def main() -> None:
     args = ap.parse_args()
     from lt_kit.config import parse_sets
     extra, baseline_extra = parse_sets(args.set), parse_sets(args.baseline_set)
+    recipe = {k: v for k, v in load_params_file(ROOT / "params" / f"{args.recipe}.yaml").items() if k in RECIPE_KEYS} \
+        if args.recipe else {}
     meta = {"machine": machine(), "epochs": args.epochs, "schedule": schedule(args.epochs), "seeds": args.seeds,
             "command": "python " + " ".join(a.replace(args.data_root, "$CIFAR") for a in sys.argv),
             "version": __import__("lt_kit").__version__,
-            "val_per_class": args.val_per_class, "table_only": args.table_only,
+            "val_per_class": args.val_per_class, "table_only": args.table_only, "recipe": recipe,
             "torch": torch.__version__, "started": time.strftime("%Y-%m-%d %H:%M")}
     rows, run_dirs = [], []
     for ds in args.datasets:
@@ -198,8 +208,8 @@ def main() -> None:
                     params = resolve({**preset, **schedule(args.epochs), "data_root": args.data_root, "head": head,
                                       "loss": loss,
                                       "imbalance_ratio": ratio, "seed": seed, "device": args.device,
-                                      "val_per_class": args.val_per_class, **extra, **own})
-                    tag = ("" if loss == "ce" else f"_{loss}") + "".join(f"_{k}{v}" for k, v in own.items()) + (
+                                      "val_per_class": args.val_per_class, **recipe, **extra, **own})
+                    tag = ("" if loss == "ce" else f"_{loss}") + (f"_{args.recipe.rsplit('_', 1)[-1]}" if recipe else "") + "".join(f"_{k}{v}" for k, v in own.items()) + (
                         f"_val{args.val_per_class}" if args.val_per_class else "")
                     run = Path(args.runs) / run_name(ds, ratio, head, seed, args.epochs, tag)
                     if args.table_only:

@@ -14,6 +14,8 @@ Each model takes one untimed warm-up step; (b) takes one untimed step every roun
 start-up and lets the prefetch queue fill, so its timed steps see the reference's steady state. The input
 paths are also timed alone (no training), which bounds what they can cost the step.
 ``--options channels_last,compile,bf16`` adds (a) and (c) with lt_kit's hardware options (bf16: CUDA only).
+``--full-epochs 200`` then trains whole runs solo on each path of ``bench/fast_paths.py`` (eager, the fast step,
+the fast step in bf16, the captured bound) and records ``seconds_200_epochs`` per path, measured.
 The DataLoader of (b) has ``--workers`` (default 2) processes. Prints progress to stderr and one JSON line
 to stdout last. Device-agnostic: ``--device cuda`` runs the same comparison on a GPU.
 
@@ -250,9 +252,30 @@ def markdown(res: dict, info: dict, contention: str, command: str) -> str:
                       "work plus its input path, so a / c above 1 is noise; the input path's own time (the "
                       "'input path alone' rows) bounds what it can cost. The 'best round' column approximates the "
                       "least-disturbed machine."]
+    if res.get("solo"):
+        lines += ["", f"## Whole runs, solo (training only, measured: `--full-epochs`)", "",
+                  "| path | epochs | seconds | images/s | last-epoch loss |", "|---|---:|---:|---:|---:|"]
+        for k, v in res["solo"].items():
+            lines.append(f"| {k} | {v['epochs']} | {v['seconds']:.1f} | {v['img_s']:.0f} | {v['last_loss']:.4f} |")
     for n in res.get("notes", []):
         lines += ["", n]
     return "\n".join(lines)
+
+
+def prepare_data(data_root, device: str, batch_size: int):
+    """The reference's CIFAR-10-LT ratio-100 training split on ``device``: real (``data_root``) or fake data
+    of the same shapes. Returns (params, data, root, description, temp dir or None)."""
+    tmp = None
+    if data_root:
+        root, data_desc = Path(data_root), "real CIFAR-10 from $CIFAR"     # no machine path in results
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="lt_speed_")
+        root, data_desc = Path(tmp.name), "fake CIFAR-10 (noise pixels, real shapes)"
+        write_fake_cifar10(root, long_tail_counts(10, 5000, 100))
+    params = resolve({"dataset": "cifar10_lt", "data_root": str(root), "imbalance_ratio": 100.0,
+                      "batch_size": batch_size, "device": device})
+    from lt_kit.build import resolve_device
+    return params, build_data(params, resolve_device(device)), root, data_desc, tmp
 
 
 def main(argv=None) -> dict:
@@ -271,6 +294,11 @@ def main(argv=None) -> dict:
     p.add_argument("--options", default="channels_last",
                    help="comma list of lt_kit options to measure on (a) and (c): channels_last, compile, bf16; "
                         "'' for none")
+    p.add_argument("--full-epochs", type=int, default=0,
+                   help="after the rounds, train N whole epochs solo on each of --solo-paths (bench/fast_paths.py) "
+                        "and record the measured seconds (200: seconds_200_epochs); 0 = skip")
+    p.add_argument("--solo-paths", default="eager,fast,fast_bf16,bound",
+                   help="paths of --full-epochs: eager, fast, fast_bf16 (CUDA), bound")
     p.add_argument("--quick", action="store_true", help="1 round, 1 timed step, no options (< 1 min on 2 cores)")
     p.add_argument("--out", help="write speed.json and speed.md into this folder")
     p.add_argument("--note", default="", help="load note for the markdown, e.g. 'contended: another job ran'")
@@ -294,16 +322,7 @@ def main(argv=None) -> dict:
     if gpu:
         torch.backends.cudnn.benchmark = True        # lt_kit's default cudnn_benchmark=True
 
-    tmp = None
-    if args.data_root:
-        root, data_desc = Path(args.data_root), "real CIFAR-10 from $CIFAR"     # no machine path in results
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="lt_speed_")
-        root, data_desc = Path(tmp.name), "fake CIFAR-10 (noise pixels, real shapes)"
-        write_fake_cifar10(root, long_tail_counts(10, 5000, 100))
-    params = resolve({"dataset": "cifar10_lt", "data_root": str(root), "imbalance_ratio": 100.0,
-                      "batch_size": args.batch_size, "device": str(device)})
-    data = build_data(params, device)
+    params, data, root, data_desc, tmp = prepare_data(args.data_root, str(device), args.batch_size)
     n_train = len(data.train.images)
     per_round = settle + steps
     if per_round > len(data.train):
@@ -349,6 +368,17 @@ def main(argv=None) -> dict:
                 dt = input_only(loader, args.input_batches, device)
                 times.setdefault(name, []).append(args.input_batches * args.batch_size / dt)
                 log(f"  round {rnd} {name:<16} {times[name][-1]:8.1f} images/s (input path alone)")
+    solo_res = {}
+    if args.full_epochs:
+        from fast_paths import solo
+        for path in args.solo_paths.split(","):
+            if path == "fast_bf16" and not gpu:
+                notes.append("fast_bf16 skipped: lt_kit's bf16 autocast is CUDA-only.")
+                continue
+            solo_res[path] = solo(path, params, loaders[params["channels_last"]], data.train_counts, device,
+                                  args.full_epochs)
+            log(f"  solo {path:<10} {args.full_epochs} epochs: {solo_res[path]['seconds']:.1f} s, "
+                f"{solo_res[path]['img_s']:.0f} images/s")
     elapsed = time.perf_counter() - t_start
     if tmp is not None:
         tmp.cleanup()
@@ -377,6 +407,9 @@ def main(argv=None) -> dict:
         out[f"{o}_speedup_a"] = round(m[f"a_{o}"] / m["a"], 3)
         out[f"{o}_speedup_c"] = round(m[f"c_{o}"] / m["c"], 3)
         out[f"{o}_speedup_c_paired"] = paired(f"c_{o}", "c")
+    if solo_res:
+        out["solo"] = solo_res
+        out[f"seconds_{args.full_epochs}_epochs"] = {k: v["seconds"] for k, v in solo_res.items()}
     if "compile" in options:
         out["compile_first_step_s"] = round(groups["compile"].first_step_s, 1)
     info_m = machine_info(device)

@@ -104,8 +104,9 @@ def build_data(params: dict, device: torch.device, rank: int = 0, world_size: in
                                 max_per_class=params["max_per_class"], subset_seed=params["subset_seed"],
                                 download=params["download"], val_per_class=params["val_per_class"])
         kw = dict(batch_size=bs, mean=info.mean, std=info.std, pad=info.pad, seed=seed, channels_last=cl)
+        from .augment import make_policy
         train = TensorLoader(d["train"].images.to(device), d["train"].labels.to(device), train=True,
-                             rank=rank, world_size=world_size, **kw)
+                             rank=rank, world_size=world_size, policy=make_policy(params), cutout=params["cutout"], **kw)
         test = TensorLoader(d["test"].images.to(device), d["test"].labels.to(device), train=False, **kw)
         val = TensorLoader(d["val"].images.to(device), d["val"].labels.to(device), train=False, **kw) \
             if d["val"] is not None else None

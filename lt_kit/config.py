@@ -63,6 +63,16 @@ PARAMS: dict[str, tuple[Any, type, str]] = {
     "lr_factor": (0.01, float, "lr multiplier at each milestone"),
     "select_best": (False, bool, "keep the epoch best on the validation split (needs one); else the last epoch"),
     "eval_every": (0, int, "score the validation split every N epochs (needs one; 0 = only after training)"),
+    # the modern recipe's switches (augment.py), all off in the reference recipe
+    "augment": ("none", str, "per-image policy after crop + flip: none (the reference), autoaugment (CIFAR-10 "
+                             "policy) or randaugment (tensor data sets)"),
+    "randaugment_ops": (2, int, "randaugment: operations per image (N)"),
+    "randaugment_magnitude": (9, int, "randaugment: magnitude bin M of torchvision's 31 (0-30)"),
+    "cutout": (0, int, "Cutout: side in pixels of one black square per image (0 = off; 16 for CIFAR; tensor data sets)"),
+    "mixup_alpha": (0.0, float, "mixup: Beta(alpha, alpha) mixing of each batch (0 = off; the direction then sees "
+                                "mixed features)"),
+    "cutmix_alpha": (0.0, float, "CutMix: Beta(alpha, alpha) box area (0 = off; with mixup on, each batch picks one)"),
+    "label_smoothing": (0.0, float, "label smoothing of the training loss (0 = off)"),
     # evaluation
     "many_threshold": (100, int, "many-shot: more than this many training images"),
     "few_threshold": (20, int, "few-shot: fewer than this many training images"),
@@ -72,11 +82,15 @@ PARAMS: dict[str, tuple[Any, type, str]] = {
     "channels_last": (False, bool, "channels-last memory format (faster convolutions on most hardware)"),
     "bf16": (False, bool, "bfloat16 autocast for training and feature extraction (CUDA only)"),
     "compile": (False, bool, "torch.compile the backbone"),
+    "fast_step": (False, bool, "the whole training step as one function on static buffers (fused SGD, no host sync "
+                               "in an epoch), captured as a CUDA graph on CUDA (fast_step.py); tensor data sets, "
+                               "one process, no mixup/cutmix/augment/cutout"),
     "cudnn_benchmark": (True, bool, "let cuDNN pick the fastest convolution algorithms"),
     "sync_bn": (False, bool, "SyncBatchNorm across processes under torchrun"),
 }
 DEFAULTS: dict[str, Any] = {k: v[0] for k, v in PARAMS.items()}
 CHOICES = {"dataset": list(DATASETS), "mu_schedule": ["fixed", "lr_scaled"],
+           "augment": ["none", "autoaugment", "randaugment"],
            "schedule": ["warmup_multistep", "cosine"]}
 
 
@@ -146,10 +160,36 @@ def resolve(overrides: dict[str, Any] | None = None, where: str = "") -> dict[st
         raise LtKitError(f"val_per_class must be >= 0, got {params['val_per_class']}")
     if params["select_best"] or params["eval_every"]:
         check_val_split(params)
+    check_recipe(params)
+    if params["fast_step"]:
+        from .fast_step import fast_step_blockers
+        why = fast_step_blockers(params)
+        if why:
+            raise LtKitError(f"fast_step=true cannot run with these parameters ({'; '.join(why)}); set "
+                             "fast_step=false (the eager loop runs every option)")
     for k in ("epochs", "batch_size", "num_heads"):
         if params[k] < 1:
             raise LtKitError(f"parameter {k!r} must be >= 1, got {params[k]}")
     return params
+
+
+def check_recipe(params: dict) -> None:
+    """The recipe switches' ranges; the image policies run in the tensor input path only."""
+    info = DATASETS[params["dataset"]]
+    for k in ("mixup_alpha", "cutmix_alpha", "cutout"):
+        if params[k] < 0:
+            raise LtKitError(f"{k} must be >= 0 (0 = off), got {params[k]}")
+    if not 0 <= params["label_smoothing"] < 1:
+        raise LtKitError(f"label_smoothing must be in [0, 1), got {params['label_smoothing']}")
+    if not 0 <= params["randaugment_magnitude"] <= 30 or params["randaugment_ops"] < 1:
+        raise LtKitError("randaugment needs randaugment_ops >= 1 and randaugment_magnitude in 0..30, got "
+                         f"{params['randaugment_ops']} and {params['randaugment_magnitude']}")
+    if info.kind != "tensor" and (params["augment"] != "none" or params["cutout"]):
+        raise LtKitError(f"augment and cutout run in the tensor input path (cifar10_lt, cifar100_lt, digits_lt), not "
+                         f"for {params['dataset']!r}; set augment=none and cutout=0 (mixup, cutmix and "
+                         "label_smoothing work for every data set)")
+    if params["cutout"] > info.image_size:
+        raise LtKitError(f"cutout {params['cutout']} is larger than the {info.image_size}-pixel images")
 
 
 def val_split_source(params: dict) -> str | None:

@@ -1,6 +1,7 @@
 """The in-memory input path: a whole split as one uint8 tensor on the training device, augmented with
 batched, seeded tensor ops (pad-and-crop, horizontal flip, normalise) instead of PIL per image.
 
+Off by default, ``augment.py`` adds AutoAugment/RandAugment and Cutout after the crop and flip.
 Random numbers come from a CPU generator seeded by (seed, epoch), so the batches are the same on any device,
 in any process of a distributed run, and after a resume.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from .augment import cutout_
 
 
 class TensorLoader:
@@ -20,7 +23,8 @@ class TensorLoader:
     """
 
     def __init__(self, images: Tensor, labels: Tensor, *, batch_size: int, mean, std, train: bool,
-                 pad: int = 4, seed: int = 0, rank: int = 0, world_size: int = 1, channels_last: bool = False):
+                 pad: int = 4, seed: int = 0, rank: int = 0, world_size: int = 1, channels_last: bool = False,
+                 policy=None, cutout: int = 0):
         if train and len(images) < batch_size:
             raise ValueError(f"batch_size {batch_size} is larger than the training split ({len(images)} images)")
         if batch_size % world_size:
@@ -28,6 +32,7 @@ class TensorLoader:
         self.images, self.labels = images, labels
         self.batch_size, self.train, self.pad, self.seed = batch_size, train, pad, seed
         self.rank, self.world_size, self.channels_last = rank, world_size, channels_last
+        self.policy, self.cutout = policy, cutout      # augment.py: the modern recipe's switches (off: None, 0)
         dev = images.device
         # x/255 then (x - mean)/std, folded into one multiply and one add
         self._scale = (1 / (255 * torch.tensor(std, device=dev))).view(1, -1, 1, 1)
@@ -63,23 +68,35 @@ class TensorLoader:
             self._padded = padded.view(-1, padded.shape[-1])
         return self._padded
 
-    def _augment(self, idx: Tensor, g: torch.Generator, keep: slice) -> Tensor:
-        """Crop-then-flip images ``idx`` (CPU int64) with draws from ``g``; returns rows ``keep`` of the batch
-        as uint8 (B, C, H, W) with NHWC memory. The draws cover the whole global batch, so every rank
-        consumes the generator identically."""
-        b = len(idx)
+    def epoch_draws(self) -> dict:
+        """The random numbers of this epoch's training batches, drawn in one go from the (seed, epoch) CPU
+        generator in the order the eager loop has always drawn them (the order, then per step: crop rows, crop
+        columns, flips, each for the whole global batch): ``idx``, ``dy``, ``dx`` (steps, B) int64 and ``flip``
+        (steps, B) bool, on the CPU. The captured step (``fast_step.py``) copies them to the device once per
+        epoch and reads one row per step."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        n, bs, steps = len(self.images), self.batch_size, len(self)
+        perm = torch.randperm(n, generator=g)
+        dy, dx, flip = [], [], []
+        for _ in range(steps):
+            dy.append(torch.randint(0, 2 * self.pad + 1, (bs,), generator=g))
+            dx.append(torch.randint(0, 2 * self.pad + 1, (bs,), generator=g))
+            flip.append(torch.rand(bs, generator=g) < 0.5)
+        return {"idx": perm[:steps * bs].view(steps, bs), "dy": torch.stack(dy), "dx": torch.stack(dx),
+                "flip": torch.stack(flip)}
+
+    def crop_flip(self, idx: Tensor, dy: Tensor, dx: Tensor, flip: Tensor) -> Tensor:
+        """Crop-then-flip images ``idx`` by offsets ``dy``, ``dx`` and flags ``flip`` (tensors on the device,
+        one per image) in one gather; returns uint8 (B, C, H, W) with NHWC memory. Pure tensor ops with no
+        host sync, so it can run inside a CUDA graph."""
         _, _, h, w = self.images.shape
-        p = self.pad
-        hp, wp = h + 2 * p, w + 2 * p
+        hp, wp = h + 2 * self.pad, w + 2 * self.pad
         pixels = self._padded_pixels()
-        dev = pixels.device                      # small draws move to the device; the index maths runs there
-        dy = torch.randint(0, 2 * p + 1, (b,), generator=g)[keep].to(dev)
-        dx = torch.randint(0, 2 * p + 1, (b,), generator=g)[keep].to(dev)
-        flip = (torch.rand(b, generator=g) < 0.5)[keep].to(dev)
+        dev = pixels.device
         ar_h, ar_w = torch.arange(h, device=dev), torch.arange(w, device=dev)
         rows = dy[:, None] + ar_h                                                   # (B, H)
         cols = dx[:, None] + torch.where(flip[:, None], ar_w.flip(0), ar_w)        # crop + flip in one gather
-        first = idx[keep].to(dev)[:, None, None] * hp
+        first = idx[:, None, None] * hp
         out = pixels[(first + rows[:, :, None]) * wp + cols[:, None, :]]           # (B, H, W, C)
         return out.permute(0, 3, 1, 2)                                              # NCHW view, NHWC memory
 
@@ -89,11 +106,18 @@ class TensorLoader:
             for i in range(0, n, bs):
                 yield self._normalise(self.images[i:i + bs]), self.labels[i:i + bs]
             return
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        perm = torch.randperm(n, generator=g)
+        dev = self.images.device
+        draws = {k: v.to(dev) for k, v in self.epoch_draws().items()}             # one copy per epoch
+        # each recipe switch draws from its own stream, so turning one on leaves the crops, flips and the others
+        g_policy = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 1_111_111)
+        g_cutout = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 2_222_222)
         local = bs // self.world_size
         mine = slice(self.rank * local, (self.rank + 1) * local)
         for s in range(len(self)):
-            idx = perm[s * bs:(s + 1) * bs]
-            x = self._augment(idx, g, mine)                                         # same draws on every rank
-            yield self._normalise(x), self.labels[idx[mine].to(self.labels.device)]
+            idx = draws["idx"][s, mine]                                             # same draws on every rank
+            x = self.crop_flip(idx, draws["dy"][s, mine], draws["dx"][s, mine], draws["flip"][s, mine])
+            if self.policy is not None:                                             # then AutoAugment/RandAugment
+                x = self.policy(x, g_policy, bs, mine)
+            if self.cutout:                                                         # then Cutout (augment.py)
+                cutout_(x, self.cutout, g_cutout, bs, mine)
+            yield self._normalise(x), self.labels[idx.to(self.labels.device)]

@@ -9,6 +9,9 @@
   ``max_margin`` (0.5); from the deferred epoch on, each image is weighted by its class's
   ``(1 - beta) / (1 - beta ** n_c)`` (beta = 0.9999), the weights normalised to sum to the number of classes.
 
+Each takes ``label_smoothing`` (Szegedy et al., 2016; torch's ``cross_entropy`` argument), a recipe switch
+that is off (0) in the reference.
+
 ``methods.LOSSES`` turns these into the criterion that ``train.train_one_epoch`` calls each step.
 """
 from __future__ import annotations
@@ -20,10 +23,13 @@ from torch import Tensor
 from .posthoc import log_prior
 
 
-def logit_adjusted_loss(logits: Tensor, target: Tensor, class_counts, tau: float = 1.0) -> Tensor:
-    """Cross-entropy on ``logits + tau * log(prior)`` (prior = training class frequencies)."""
-    shift = log_prior(class_counts).to(logits.device, logits.dtype)
-    return F.cross_entropy(logits + tau * shift, target)
+def logit_adjusted_loss(logits: Tensor, target: Tensor, class_counts, tau: float = 1.0,
+                        label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy on ``logits + tau * log(prior)`` (prior = training class frequencies). ``class_counts``
+    may be the counts or their ``log_prior`` as a tensor (computed once, already on the device)."""
+    prior = class_counts if isinstance(class_counts, Tensor) else log_prior(class_counts)
+    shift = prior.to(logits.device, logits.dtype)
+    return F.cross_entropy(logits + tau * shift, target, label_smoothing=label_smoothing)
 
 
 def ldam_margins(class_counts, max_margin: float = 0.5) -> Tensor:
@@ -39,9 +45,11 @@ def drw_weights(class_counts, beta: float = 0.9999) -> Tensor:
     return (w / w.sum() * len(n)).float()
 
 
-def ldam_loss(logits: Tensor, target: Tensor, margins: Tensor, scale: float, weight: Tensor | None = None) -> Tensor:
+def ldam_loss(logits: Tensor, target: Tensor, margins: Tensor, scale: float, weight: Tensor | None = None,
+              label_smoothing: float = 0.0) -> Tensor:
     """LDAM: cross-entropy after lowering each image's true-class logit (``scale * cos``) by ``scale * m_y``,
     optionally class-weighted (DRW). ``logits`` are already scaled, as the normalised head outputs them."""
     shift = F.one_hot(target, logits.shape[1]).to(logits.dtype) * (scale * margins.to(logits.device, logits.dtype))[target, None]
     return F.cross_entropy(logits - shift, target,
-                           weight=None if weight is None else weight.to(logits.device, logits.dtype))
+                           weight=None if weight is None else weight.to(logits.device, logits.dtype),
+                           label_smoothing=label_smoothing)

@@ -127,7 +127,7 @@ class Loss:
     name: str
     label: str
     heads: tuple[str, ...]
-    make: Callable[[dict, list, int], Callable[[Tensor, Tensor], Tensor]]
+    make: Callable[..., Callable[[Tensor, Tensor], Tensor]]     # (params, counts, epoch, device=None)
     why: str = ""                                # why other heads are refused
 
 
@@ -140,21 +140,31 @@ def drw_epoch(params: dict) -> int:
     return min(params["milestones"])
 
 
-def _make_ce(params, counts, epoch):
-    return torch.nn.functional.cross_entropy
+def _make_ce(params, counts, epoch, device=None):
+    ls = params.get("label_smoothing", 0.0)
+    return lambda logits, y: torch.nn.functional.cross_entropy(logits, y, label_smoothing=ls)
 
 
-def _make_logit_adjusted(params, counts, epoch):
+def _make_logit_adjusted(params, counts, epoch, device=None):
     from .losses import logit_adjusted_loss
-    tau = params["loss_tau"]
-    return lambda logits, y: logit_adjusted_loss(logits, y, counts, tau)
+    from .posthoc import log_prior
+    tau, ls = params["loss_tau"], params.get("label_smoothing", 0.0)
+    prior = log_prior(counts).to(device)            # on the device once: no copy inside a step (or a CUDA graph)
+    return lambda logits, y: logit_adjusted_loss(logits, y, prior, tau, ls)
 
 
-def _make_ldam_drw(params, counts, epoch):
+def _make_ldam_drw(params, counts, epoch, device=None):
     from .losses import drw_weights, ldam_loss, ldam_margins
-    margins, scale = ldam_margins(counts, params["ldam_max_margin"]), params["norm_scale"]
-    weight = drw_weights(counts, params["drw_beta"]) if epoch >= drw_epoch(params) else None
-    return lambda logits, y: ldam_loss(logits, y, margins, scale, weight)
+    margins, scale = ldam_margins(counts, params["ldam_max_margin"]).to(device), params["norm_scale"]
+    weight = drw_weights(counts, params["drw_beta"]).to(device) if epoch >= drw_epoch(params) else None
+    ls = params.get("label_smoothing", 0.0)
+    return lambda logits, y: ldam_loss(logits, y, margins, scale, weight, ls)
+
+
+def criterion_phase(params: dict, epoch: int) -> tuple:
+    """What makes ``make_criterion``'s result differ between epochs (DRW's switch); a captured step is
+    recaptured when it changes."""
+    return (params["loss"], params["loss"] == "ldam_drw" and epoch >= drw_epoch(params))
 
 
 LOSSES: dict[str, Loss] = {l.name: l for l in [
@@ -178,6 +188,6 @@ def check_loss(params: dict) -> None:
             raise LtKitError("ldam_drw needs 0 < drw_beta < 1 and ldam_max_margin > 0")
 
 
-def make_criterion(params: dict, class_counts, epoch: int):
-    """The training criterion for ``epoch`` (1-based)."""
-    return LOSSES[params["loss"]].make(params, list(class_counts), epoch)
+def make_criterion(params: dict, class_counts, epoch: int, device=None):
+    """The training criterion for ``epoch`` (1-based); its class-count tensors live on ``device``."""
+    return LOSSES[params["loss"]].make(params, list(class_counts), epoch, device)

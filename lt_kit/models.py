@@ -95,7 +95,7 @@ class ResNet32(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
         out = torch.cat([self.cb_block(out), self.rb_block(out)], dim=1)
-        return F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return F.adaptive_avg_pool2d(out.float(), 1).flatten(1)     # pooled in float32, also under bf16 autocast
 
     forward = forward_features
 
@@ -120,7 +120,7 @@ class ResNeXt50(nn.Module):
                                   net.layer1, net.layer2, net.layer3, net.layer4)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        return F.adaptive_avg_pool2d(self.body(x), 1).flatten(1)
+        return F.adaptive_avg_pool2d(self.body(x).float(), 1).flatten(1)     # float32 pool, as ResNet32
 
     forward = forward_features
 
@@ -239,9 +239,12 @@ class LTModel(nn.Module):
         self.register_buffer("direction", torch.zeros(self.num_features))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Training forward: (Eq. 7 logits, features)."""
+        """Training forward: (Eq. 7 logits, features). Under bf16 autocast only the backbone's convolutions
+        run in bf16: features are pooled in float32 and the head runs with autocast off, so the causal-norm
+        einsums (tau = 16 magnifies their rounding) and the cached features stay float32."""
         feats = self.backbone(x)        # backbone.forward is forward_features; calling the module honours compile()
-        return self.head(feats), feats
+        with torch.autocast(feats.device.type, enabled=False):
+            return self.head(feats.float()), feats
 
     def signature(self) -> dict:
         """What a checkpoint must match to be loaded into this model."""

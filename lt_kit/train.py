@@ -14,13 +14,15 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed as D
+from .augment import Mixer, make_mixer
 from .build import build_data, build_model, resolve_device
 from .errors import LtKitError, NonFiniteLossError
 from .guard import env_rank
 from .lock import RunLock
 from .evaluate import AlphaEvaluator, FeatureCache, MethodEvaluator, extract_features, format_table, summary
 from .runs import RunDir, load_checkpoint, write_json
-from .methods import LOSSES, applies, make_criterion
+from .fast_step import FastStep, fast_step_blockers, make_optimizer
+from .methods import LOSSES, applies, criterion_phase, make_criterion
 from .schedule import lr_at, mu_at
 
 EVALUATED = "evaluated.pt"          # the weights and direction that metrics.json and the feature caches come from
@@ -28,10 +30,12 @@ from .tde import check_alpha, update_direction
 
 
 def train_one_epoch(model, loader, optimizer, *, mu: float, epoch: int, dist=D.DistInfo(), bf16: bool = False,
-                    raw_model=None, bar=None, criterion=None) -> dict:
+                    raw_model=None, bar=None, criterion=None, mixer=None) -> dict:
     """Train for one pass over ``loader``; returns mean loss and training accuracy (the head's logits).
 
     ``criterion(logits, y)`` is the epoch's loss from ``methods.make_criterion`` (default: cross-entropy).
+    ``mixer`` (``augment.Mixer``, mixup/CutMix) mixes each batch; the loss is then the lambda-weighted pair of
+    criteria, training accuracy counts the first label, and the direction sees the mixed batch's features.
     ``model`` may be DDP-wrapped; ``raw_model`` is the unwrapped ``LTModel`` holding the direction.
     The loss is checked once per epoch (no per-step GPU sync); a non-finite loss raises with its step.
     """
@@ -43,10 +47,13 @@ def train_one_epoch(model, loader, optimizer, *, mu: float, epoch: int, dist=D.D
     losses = torch.zeros(len(loader), device=dev)
     correct = torch.zeros((), device=dev)
     seen = 0
+    if mixer is not None:
+        mixer.set_epoch(epoch)
     for step, (x, y) in enumerate(loader):
+        x, mix = mixer.mix(x, y) if mixer is not None else (x, None)
         with amp:
             logits, feats = model(x)
-        loss = criterion(logits.float(), y)
+        loss = Mixer.loss(criterion, logits.float(), y, mix)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -116,8 +123,14 @@ def _fit(params: dict, run_dir, *, resume: bool, overwrite: bool, progress: bool
     if params["sync_bn"]:               # torch's SyncBatchNorm is CUDA-only; D's version also runs over gloo
         model = D.convert_sync_bn(model, dist, device)
     model = model.to(device, memory_format=torch.channels_last if params["channels_last"] else torch.preserve_format)
-    optimizer = torch.optim.SGD(model.parameters(), lr=params["lr"], momentum=params["momentum"],
-                                weight_decay=params["weight_decay"])
+    if params["fast_step"]:
+        blockers = fast_step_blockers(params, dist.world_size)
+        if blockers:
+            raise LtKitError(f"fast_step=true cannot run this job ({'; '.join(blockers)}); set fast_step=false")
+        optimizer = make_optimizer(model, params, device)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=params["lr"], momentum=params["momentum"],
+                                    weight_decay=params["weight_decay"])
     start, history, best = 1, [], None
     if resume:
         ckpt = load_checkpoint(run / "checkpoint.pt", model.signature())
@@ -133,19 +146,27 @@ def _fit(params: dict, run_dir, *, resume: bool, overwrite: bool, progress: bool
         model.backbone.compile()        # in place: forward() is compiled, state-dict keys stay the same
     if dist.enabled:
         fwd = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    mixer = make_mixer(params)          # None unless mixup_alpha or cutmix_alpha is set
+    runner = FastStep(model, data.train, optimizer, bf16=params["bf16"]) if params["fast_step"] else None
+    if dist.is_main:
+        run.log("step: " + ("fast (one function on static buffers" + (", captured as a CUDA graph)" if
+                runner.graph_on else ", eager)") if runner else "eager loop"))
     sched = {k: params[k] for k in ("lr", "schedule", "epochs", "warmup_epochs", "milestones", "lr_factor")}
     bar = tqdm(total=(params["epochs"] - start + 1) * len(data.train), disable=not (progress and dist.is_main),
                desc="train", unit="step", mininterval=1.0)
     for epoch in range(start, params["epochs"] + 1):
         lr = lr_at(epoch, **sched)
-        for g in optimizer.param_groups:
-            g["lr"] = lr
         mu = mu_at(lr, mu=params["mu"], mu_schedule=params["mu_schedule"])
-        data.train.set_epoch(epoch)
+        criterion = make_criterion(params, data.train_counts, epoch, device)
         te = time.time()
-        stats = train_one_epoch(fwd, data.train, optimizer, mu=mu, epoch=epoch, dist=dist, bf16=params["bf16"],
-                                criterion=make_criterion(params, data.train_counts, epoch),
-                                raw_model=model, bar=bar)
+        if runner is not None:
+            stats = runner.run_epoch(epoch, lr, mu, criterion, criterion_phase(params, epoch), bar)
+        else:
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            data.train.set_epoch(epoch)
+            stats = train_one_epoch(fwd, data.train, optimizer, mu=mu, epoch=epoch, dist=dist, bf16=params["bf16"],
+                                    criterion=criterion, mixer=mixer, raw_model=model, bar=bar)
         rec = {"epoch": epoch, "lr": lr, "mu": mu, **stats, "seconds": round(time.time() - te, 3)}
         if params["eval_every"] and epoch % params["eval_every"] == 0 or params["select_best"]:
             rec["val_acc"] = _val_score(model, params, data)     # config.check_val_split: never the test set

@@ -1,0 +1,162 @@
+"""The fast training step (``fast_step=true``): the whole step as one function on static buffers, captured as a
+CUDA graph on CUDA and called as plain eager code elsewhere (so a CPU test compares it with ``train_one_epoch``).
+
+One step = copy the step's draws (image indices, crop offsets, flips: drawn per epoch by
+``TensorLoader.epoch_draws`` in the eager loop's order, so both paths see the same batches) into static
+buffers, then [gather + crop + flip + normalise, forward, loss, backward, fused SGD with a tensor lr, the
+direction update in place, loss and accuracy logged on the device]. Nothing in an epoch waits for the host:
+the losses are read once at its end (a NaN still stops the run, naming its step).
+
+What would silently break a captured step (``../shared/docs/gpu-fast-step.md``) and how it is avoided here:
+- inputs: fixed buffers, refilled with ``copy_`` outside the graph; randomness is drawn on the CPU per epoch,
+  never inside the graph;
+- warm-up: 3 real (counted) steps on a side stream before capture; they also create SGD's momentum buffers, so
+  the first-step branch is not frozen into the graph; ``zero_grad(set_to_none=True)`` once, before capture;
+- learning rate: fused SGD with a device tensor lr, changed per epoch with ``fill_`` (foreach SGD would turn it
+  into a Python number); mu likewise;
+- state updates in place (``direction.copy_``), class-count tensors made on the device before capture
+  (``methods.make_criterion(..., device)``), the last partial batch dropped (one shape);
+- a loss that changes between epochs (DRW's re-weighting) is recaptured when ``methods.criterion_phase`` changes.
+Mixup/CutMix, AutoAugment/RandAugment, Cutout and distributed runs draw or talk on the host each step: they
+run the eager loop (``fit`` says so, and refuses ``fast_step=true`` with them).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .errors import LtKitError, NonFiniteLossError
+from .tde import update_direction
+
+
+def fast_step_blockers(params: dict, world_size: int = 1) -> list[str]:
+    """Why the fast step cannot run these params (empty: it can)."""
+    from .data import DATASETS
+    why = []
+    if DATASETS[params["dataset"]].kind != "tensor":
+        why.append(f"{params['dataset']} reads image files through a DataLoader")
+    if world_size > 1:
+        why.append("distributed runs all-reduce every step")
+    for k, off in (("mixup_alpha", 0.0), ("cutmix_alpha", 0.0), ("augment", "none"), ("cutout", 0)):
+        if params.get(k, off) != off:
+            why.append(f"{k} draws on the host every step")
+    if params.get("sync_bn"):
+        why.append("sync_bn")
+    return why
+
+
+def make_optimizer(model, params: dict, device: torch.device) -> torch.optim.SGD:
+    """The fast path's SGD: fused (one kernel for all parameters) with a device-tensor learning rate."""
+    return torch.optim.SGD(model.parameters(), lr=torch.tensor(float(params["lr"]), device=device),
+                           momentum=params["momentum"], weight_decay=params["weight_decay"], fused=True)
+
+
+class FastStep:
+    """Run epochs of the training step on static buffers; ``graph=None`` captures on CUDA only."""
+
+    def __init__(self, model, loader, optimizer, *, bf16: bool = False, graph: bool | None = None,
+                 warmup_steps: int = 3):
+        self.model, self.loader, self.opt = model, loader, optimizer
+        dev = self.device = model.direction.device
+        self.graph_on = dev.type == "cuda" if graph is None else graph
+        if self.graph_on and dev.type != "cuda":
+            raise LtKitError("a CUDA graph needs a CUDA device")
+        b, self.steps = loader.batch_size, len(loader)
+        self.idx = torch.zeros(b, dtype=torch.long, device=dev)
+        self.dy = torch.zeros(b, dtype=torch.long, device=dev)
+        self.dx = torch.zeros(b, dtype=torch.long, device=dev)
+        self.flip = torch.zeros(b, dtype=torch.bool, device=dev)
+        self.step_no = torch.zeros(1, dtype=torch.long, device=dev)
+        self.mu = torch.zeros((), device=dev)
+        self.losses = torch.zeros(self.steps, device=dev)
+        self.correct = torch.zeros((), device=dev)
+        self.amp = bf16 and dev.type == "cuda"
+        self.warmup_steps, self.graph, self.phase, self.criterion = warmup_steps, None, None, None
+        self.captures = 0
+        for g in optimizer.param_groups:         # a resumed optimizer's state may carry a float lr or other flags
+            if not torch.is_tensor(g["lr"]):
+                g["lr"] = torch.tensor(float(g["lr"]), device=dev)
+            g["fused"], g["foreach"] = True, False
+
+    def _body(self) -> None:
+        """Everything one training step does after its draws are in the buffers (captured as one graph)."""
+        x = self.loader._normalise(self.loader.crop_flip(self.idx, self.dy, self.dx, self.flip))
+        y = self.loader.labels[self.idx]
+        amp = torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if self.amp \
+            else contextlib.nullcontext()
+        with amp:
+            logits, feats = self.model(x)
+        loss = self.criterion(logits.float(), y)
+        loss.backward()
+        self.opt.step()
+        with torch.no_grad():
+            d = self.model.direction
+            d.copy_(update_direction(d, feats.detach().float().mean(0), self.mu))
+            self.losses.index_copy_(0, self.step_no, loss.detach().view(1))
+            self.correct += (logits.argmax(1) == y).sum()
+
+    def _load(self, draws: dict, s: int) -> None:
+        self.idx.copy_(draws["idx"][s])
+        self.dy.copy_(draws["dy"][s])
+        self.dx.copy_(draws["dx"][s])
+        self.flip.copy_(draws["flip"][s])
+        self.step_no.copy_(draws["step"][s:s + 1])
+
+    def _warm(self, n: int) -> None:
+        """``n`` real eager steps on a side stream (nothing of them is captured)."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(n):
+                self.opt.zero_grad(set_to_none=True)
+                self._body()
+        torch.cuda.current_stream().wait_stream(side)
+
+    def _capture(self) -> None:
+        self.graph = torch.cuda.CUDAGraph()
+        self.opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph):
+            self._body()
+        self.captures += 1
+
+    def run_epoch(self, epoch: int, lr: float, mu: float, criterion, phase=None, bar=None) -> dict:
+        """One epoch. ``phase`` (``methods.criterion_phase``) says when a new ``criterion`` object computes
+        something else than the captured one; without it every new criterion object is recaptured. Returns
+        mean loss and training accuracy, as ``train_one_epoch``."""
+        if criterion is not self.criterion:     # a captured graph keeps calling the criterion it captured
+            if phase is None or phase != self.phase:
+                self.graph = None               # recapture (after fresh warm-up steps)
+            self.criterion, self.phase = criterion, phase
+        self.loader.set_epoch(epoch)
+        draws = {k: v.to(self.device) for k, v in self.loader.epoch_draws().items()}      # one copy per epoch
+        draws["step"] = torch.arange(self.steps, device=self.device)
+        for g in self.opt.param_groups:
+            g["lr"].fill_(lr)
+        self.mu.fill_(mu)
+        self.losses.zero_()
+        self.correct.zero_()
+        warm = 0
+        for s in range(self.steps):
+            self._load(draws, s)
+            if not self.graph_on:
+                self.opt.zero_grad(set_to_none=True)
+                self._body()
+            elif self.graph is not None:
+                self.graph.replay()
+            elif warm < self.warmup_steps:
+                self._warm(1)
+                warm += 1
+            else:
+                self._capture()                 # capturing records the step without running it
+                self.graph.replay()
+        if bar is not None:
+            bar.update(self.steps)
+        bad = (~torch.isfinite(self.losses)).nonzero()              # the epoch's one host sync
+        if len(bad):
+            s = int(bad[0])
+            raise NonFiniteLossError(f"loss became {self.losses[s].item()} at epoch {epoch}, step {s + 1}/"
+                                     f"{self.steps}; lower lr, check the data for NaN/inf, or resume from the "
+                                     "last checkpoint")
+        return {"loss": self.losses.mean().item(),
+                "train_acc": (self.correct / float(self.steps * self.loader.batch_size)).item()}
