@@ -73,6 +73,8 @@ PARAMS: dict[str, tuple[Any, type, str]] = {
                                 "mixed features)"),
     "cutmix_alpha": (0.0, float, "CutMix: Beta(alpha, alpha) box area (0 = off; with mixup on, each batch picks one)"),
     "label_smoothing": (0.0, float, "label smoothing of the training loss (0 = off)"),
+    "sam_rho": (0.0, float, "SAM: radius of the sharpness-aware step (0 = off; DDC and GLMC use 0.05); two "
+                            "forward + backward passes per step"),
     # evaluation
     "many_threshold": (100, int, "many-shot: more than this many training images"),
     "few_threshold": (20, int, "few-shot: fewer than this many training images"),
@@ -176,7 +178,7 @@ def resolve(overrides: dict[str, Any] | None = None, where: str = "") -> dict[st
 def check_recipe(params: dict) -> None:
     """The recipe switches' ranges; the image policies run in the tensor input path only."""
     info = DATASETS[params["dataset"]]
-    for k in ("mixup_alpha", "cutmix_alpha", "cutout"):
+    for k in ("mixup_alpha", "cutmix_alpha", "cutout", "sam_rho"):
         if params[k] < 0:
             raise LtKitError(f"{k} must be >= 0 (0 = off), got {params[k]}")
     if not 0 <= params["label_smoothing"] < 1:

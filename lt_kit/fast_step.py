@@ -41,6 +41,8 @@ def fast_step_blockers(params: dict, world_size: int = 1) -> list[str]:
     for k, off in (("mixup_alpha", 0.0), ("cutmix_alpha", 0.0), ("augment", "none"), ("cutout", 0)):
         if params.get(k, off) != off:
             why.append(f"{k} draws on the host every step")
+    if params.get("sam_rho", 0.0):
+        why.append("sam_rho (SAM's two passes run in the eager loop)")
     if params.get("sync_bn"):
         why.append("sync_bn")
     return why
@@ -74,6 +76,7 @@ class FastStep:
         self.amp = bf16 and dev.type == "cuda"
         self.warmup_steps, self.graph, self.phase, self.criterion = warmup_steps, None, None, None
         self.captures = 0
+        loader._padded_pixels()                  # built now on the current stream, not inside a warm-up or capture
         for g in optimizer.param_groups:         # a resumed optimizer's state may carry a float lr or other flags
             if not torch.is_tensor(g["lr"]):
                 g["lr"] = torch.tensor(float(g["lr"]), device=dev)

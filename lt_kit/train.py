@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed as D
+from . import sam
 from .augment import Mixer, make_mixer
 from .build import build_data, build_model, resolve_device
 from .errors import LtKitError, NonFiniteLossError
@@ -30,12 +31,13 @@ from .tde import check_alpha, update_direction
 
 
 def train_one_epoch(model, loader, optimizer, *, mu: float, epoch: int, dist=D.DistInfo(), bf16: bool = False,
-                    raw_model=None, bar=None, criterion=None, mixer=None) -> dict:
+                    raw_model=None, bar=None, criterion=None, mixer=None, sam_rho: float = 0.0) -> dict:
     """Train for one pass over ``loader``; returns mean loss and training accuracy (the head's logits).
 
     ``criterion(logits, y)`` is the epoch's loss from ``methods.make_criterion`` (default: cross-entropy).
     ``mixer`` (``augment.Mixer``, mixup/CutMix) mixes each batch; the loss is then the lambda-weighted pair of
     criteria, training accuracy counts the first label, and the direction sees the mixed batch's features.
+    ``sam_rho`` > 0: each step is a SAM step (``sam.py``); the loss, accuracy and direction are the first pass's.
     ``model`` may be DDP-wrapped; ``raw_model`` is the unwrapped ``LTModel`` holding the direction.
     The loss is checked once per epoch (no per-step GPU sync); a non-finite loss raises with its step.
     """
@@ -56,6 +58,13 @@ def train_one_epoch(model, loader, optimizer, *, mu: float, epoch: int, dist=D.D
         loss = Mixer.loss(criterion, logits.float(), y, mix)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if sam_rho > 0:                 # the gradient at the sharpest nearby weights (sam.py), then step from here
+            moves = sam.ascend(raw_model.parameters(), sam_rho)
+            optimizer.zero_grad(set_to_none=True)
+            with sam.frozen_bn_stats(raw_model), amp:
+                second = model(x)[0]
+            Mixer.loss(criterion, second.float(), y, mix).backward()
+            sam.descend_back(moves)
         optimizer.step()
         with torch.no_grad():
             batch_mean = D.mean_across(feats.detach().float().mean(0), dist)
@@ -136,6 +145,9 @@ def _fit(params: dict, run_dir, *, resume: bool, overwrite: bool, progress: bool
         ckpt = load_checkpoint(run / "checkpoint.pt", model.signature())
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        if not params["fast_step"]:      # a fast run's checkpoint carries fused=True and a tensor lr: back to eager
+            for g in optimizer.param_groups:
+                g["fused"], g["lr"] = None, float(g["lr"])
         start, history, best = ckpt["epoch"] + 1, ckpt["history"], ckpt.get("best")
     if dist.is_main:
         run.save_indices(data.subset_indices, data.val_indices)
@@ -166,7 +178,8 @@ def _fit(params: dict, run_dir, *, resume: bool, overwrite: bool, progress: bool
                 g["lr"] = lr
             data.train.set_epoch(epoch)
             stats = train_one_epoch(fwd, data.train, optimizer, mu=mu, epoch=epoch, dist=dist, bf16=params["bf16"],
-                                    criterion=criterion, mixer=mixer, raw_model=model, bar=bar)
+                                    criterion=criterion, mixer=mixer, raw_model=model, bar=bar,
+                                    sam_rho=params["sam_rho"])
         rec = {"epoch": epoch, "lr": lr, "mu": mu, **stats, "seconds": round(time.time() - te, 3)}
         if params["eval_every"] and epoch % params["eval_every"] == 0 or params["select_best"]:
             rec["val_acc"] = _val_score(model, params, data)     # config.check_val_split: never the test set

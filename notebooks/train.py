@@ -84,6 +84,7 @@ cutout: Optional[int] = None  # Cutout: side of one black square per image in pi
 mixup_alpha: Optional[float] = None  # mixup Beta(alpha, alpha) (0: off); the direction then sees mixed features
 cutmix_alpha: Optional[float] = None  # CutMix Beta(alpha, alpha) (0: off); with mixup on, each batch picks one
 label_smoothing: Optional[float] = None  # label smoothing of the training loss (0: off)
+sam_rho: Optional[float] = None  # SAM radius (0: off; 0.05 in DDC and GLMC), two passes per step
 mu: Optional[float] = None  # momentum of the direction update (d becomes mu*d plus the batch-mean feature)
 mu_schedule: Optional[str] = None  # fixed (CIFAR) or lr_scaled (ImageNet-LT)
 momentum: Optional[float] = None  # SGD momentum

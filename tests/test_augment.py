@@ -157,3 +157,50 @@ def test_switches_end_to_end(tmp_path, sets):
     params = yaml.safe_load((tmp_path / "run" / "params.yaml").read_text())
     for k, v in sets.items():
         assert params[k] == v
+
+
+def test_sam_step_uses_the_gradient_at_the_moved_weights():
+    """One SAM step by hand (torch.func on a copy) equals train_one_epoch's SAM step; BN stats move once."""
+    import copy
+    from lt_kit import sam
+    from lt_kit.models import LTModel
+    from lt_kit.train import train_one_epoch
+    torch.manual_seed(0)
+    model = LTModel("resnet32", 4)
+    ref = copy.deepcopy(model)
+    x, y = torch.randn(8, 3, 16, 16), torch.arange(8) % 4
+    ce = torch.nn.functional.cross_entropy
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    train_one_epoch(model, [(x, y)], opt, mu=0.9, epoch=1, criterion=ce, sam_rho=0.05)
+    # by hand: gradient at w, move by rho * g / ||g||, gradient there (BN stats frozen), back, SGD step
+    ce(ref(x)[0], y).backward()
+    g = [p.grad.clone() for p in ref.parameters()]
+    norm = torch.linalg.vector_norm(torch.stack([t.norm() for t in g]))
+    bn_after_first = {k: v.clone() for k, v in ref.state_dict().items() if "running" in k}
+    with torch.no_grad():
+        for p, t in zip(ref.parameters(), g):
+            p.add_(t * 0.05 / (norm + 1e-12))
+    ref.zero_grad(set_to_none=True)
+    with sam.frozen_bn_stats(ref):
+        ce(ref(x)[0], y).backward()
+    with torch.no_grad():
+        for p, t in zip(ref.parameters(), g):
+            p.sub_(t * 0.05 / (norm + 1e-12))
+            p.sub_(0.1 * p.grad)                     # the first SGD step: momentum buffer = grad
+    for (k, a), b in zip(model.state_dict().items(), ref.state_dict().values()):
+        if k != "direction":                         # (the by-hand step does not update the direction)
+            torch.testing.assert_close(a, b, msg=k)
+    for k, v in bn_after_first.items():
+        assert torch.equal(model.state_dict()[k], v), k          # the second pass left BN statistics alone
+
+
+def test_sam_switch_end_to_end(tmp_path):
+    from lt_kit.train import fit
+    p = resolve({"dataset": "digits_lt", "epochs": 1, "warmup_epochs": 1, "milestones": [2], "device": "cpu",
+                 "sam_rho": 0.05, "mixup_alpha": 0.2})
+    m = fit(p, tmp_path / "run", progress=False)
+    assert 0 <= m["softmax"]["overall"] <= 1
+    with pytest.raises(LtKitError, match="sam_rho"):
+        resolve({"sam_rho": -0.1})
+    with pytest.raises(LtKitError, match="sam_rho"):
+        resolve({"sam_rho": 0.05, "fast_step": True})

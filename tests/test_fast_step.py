@@ -1,5 +1,5 @@
 """The fast step (fast_step.py) on the CPU: the function a CUDA graph captures equals the eager loop's step
-(loss, weights, BatchNorm statistics, momentum buffers, direction) bit for bit; fused SGD with a tensor lr
+(loss, gradients, weights, BatchNorm statistics, momentum buffers, direction) bit for bit; fused SGD with a tensor lr
 matches the default SGD to float rounding; ``fit`` runs it, refuses what it cannot run, and stops on NaN."""
 import copy
 
@@ -27,6 +27,7 @@ def _state(model, opt):
     out = {f"p.{k}": v for k, v in model.state_dict().items()}      # weights, BN running stats, direction
     for i, (prm, st) in enumerate(opt.state.items()):
         out[f"m.{i}"] = st["momentum_buffer"]
+        out[f"g.{i}"] = prm.grad                                    # the last step's gradients
     return out
 
 
@@ -83,15 +84,20 @@ def test_fit_runs_the_fast_step(tmp_path):
     assert abs(m["softmax"]["overall"] - eager["softmax"]["overall"]) < 0.05
 
 
-def test_fast_step_resumes_an_eager_checkpoint(tmp_path):
-    p = resolve({"dataset": "digits_lt", "epochs": 2, "warmup_epochs": 1, "milestones": [2], "device": "cpu"})
+@pytest.mark.parametrize("first", [False, True])
+def test_resume_across_the_step_paths(tmp_path, first):
+    """A run started on one path resumes on the other (fast_step says how a step runs, not what it computes)."""
+    p = resolve({"dataset": "digits_lt", "epochs": 2, "warmup_epochs": 1, "milestones": [2], "device": "cpu",
+                 "fast_step": first})
     fit(p, tmp_path / "r", progress=False)
     ckpt = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)
     ckpt["epoch"] = 1                                          # pretend it stopped after epoch 1
     ckpt["history"] = ckpt["history"][:1]
     torch.save(ckpt, tmp_path / "r" / "checkpoint.pt")
-    m = fit({**p, "fast_step": True}, tmp_path / "r", resume=True, progress=False)
+    m = fit({**p, "fast_step": not first}, tmp_path / "r", resume=True, progress=False)
     assert m["epochs_trained"] == 2
+    log = (tmp_path / "r" / "log.txt").read_text()
+    assert "resume at epoch 2" in log and ("step: eager loop" in log.split("resume at")[-1]) == first
 
 
 def test_fast_step_refuses_what_it_cannot_run():
