@@ -414,6 +414,7 @@ def main(argv=None) -> dict:
         out["compile_first_step_s"] = round(groups["compile"].first_step_s, 1)
     info_m = machine_info(device)
     out.update({"batch_size": args.batch_size, "train_images": n_train, "data": data_desc, "device": str(device),
+                "device_name": info_m.get("gpu", info_m["cpu"]),
                 "rounds": rounds, "steps": steps, "settle": settle, "workers": args.workers,
                 "threads": args.threads, "elapsed_s": round(elapsed, 1), "others_cores": load.others_cores,
                 "goals": {"a_over_c": 0.95, "a_over_b": 1.3}, "notes": notes})

@@ -65,6 +65,11 @@ class _BasicBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
+def _wide(x: Tensor) -> Tensor:
+    """bf16/fp16 (autocast) -> float32; float32 and float64 stay as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 class ResNet32(nn.Module):
     """BBN's ``bbn_res32_cifar`` as used by the reference: 16/32/64 channels, 5/5/4 blocks, then two
     parallel 64-channel blocks (``cb_block``, ``rb_block``) whose pooled outputs are concatenated into a
@@ -95,7 +100,7 @@ class ResNet32(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
         out = torch.cat([self.cb_block(out), self.rb_block(out)], dim=1)
-        return F.adaptive_avg_pool2d(out.float(), 1).flatten(1)     # pooled in float32, also under bf16 autocast
+        return F.adaptive_avg_pool2d(_wide(out), 1).flatten(1)      # pooled in float32, also under bf16 autocast
 
     forward = forward_features
 
@@ -120,7 +125,7 @@ class ResNeXt50(nn.Module):
                                   net.layer1, net.layer2, net.layer3, net.layer4)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        return F.adaptive_avg_pool2d(self.body(x).float(), 1).flatten(1)     # float32 pool, as ResNet32
+        return F.adaptive_avg_pool2d(_wide(self.body(x)), 1).flatten(1)      # float32 pool, as ResNet32
 
     forward = forward_features
 
@@ -244,7 +249,7 @@ class LTModel(nn.Module):
         einsums (tau = 16 magnifies their rounding) and the cached features stay float32."""
         feats = self.backbone(x)        # backbone.forward is forward_features; calling the module honours compile()
         with torch.autocast(feats.device.type, enabled=False):
-            return self.head(feats.float()), feats
+            return self.head(_wide(feats)), feats
 
     def signature(self) -> dict:
         """What a checkpoint must match to be loaded into this model."""

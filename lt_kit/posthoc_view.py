@@ -17,10 +17,12 @@ from .plots import PALETTE, _pct, new_figure
 METHOD_COLORS = {"tde": PALETTE[0], "logit_adjust": PALETTE[1], "tau_norm": PALETTE[2]}
 
 
-def method_curves(cache: FeatureCache, val_cache: FeatureCache | None, preset_alpha: float) -> list[dict]:
+def method_curves(cache: FeatureCache, val_cache: FeatureCache | None, preset_alpha: float,
+                  info: dict | None = None) -> list[dict]:
     """Per method: its strength grid, overall and tail accuracy (%) on it, its paper-rule strength and the
-    strength chosen on the validation split (None without one)."""
-    info = summary(cache, preset_alpha, val_cache)["methods"]
+    strength chosen on the validation split (None without one). ``info``: ``evaluate.summary`` of the same
+    caches, if already computed (the notebook passes one to this and to :func:`comparison_table`)."""
+    info = (info or summary(cache, preset_alpha, val_cache))["methods"]
     out = []
     for m in methods_for(cache.head):
         if "rule" not in info[m.name]:          # unavailable on this run (the table says why)
@@ -57,10 +59,11 @@ def comparison_figure(curves: list[dict], head_label: str) -> Figure:
     return fig
 
 
-def comparison_table(cache: FeatureCache, val_cache: FeatureCache | None, preset_alpha: float) -> str:
+def comparison_table(cache: FeatureCache, val_cache: FeatureCache | None, preset_alpha: float,
+                     info: dict | None = None) -> str:
     """One table: the head's own row, then every method at its paper rule and its val-chosen strength, and
     last, each method's test-chosen optimum, labelled as such (for reading, never a result)."""
-    m = summary(cache, preset_alpha, val_cache)
+    m = info or summary(cache, preset_alpha, val_cache)
     rows = table_rows(m)
     for name, e in m["methods"].items():
         if "test_chosen" not in e:

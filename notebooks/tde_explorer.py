@@ -33,6 +33,7 @@ alpha_max: float = 3.0  # right end of the TDE slider and sweep (the other metho
 sweep_step: float = 0.05  # strength spacing of the static sweep
 
 # %%
+from lt_kit.evaluate import summary
 from lt_kit.posthoc_view import comparison_figure, comparison_table, method_curves
 from lt_kit.explorer import AlphaExplorer
 from lt_kit.notebook import EXPLORER_PARAMS, check_parameters, save_and_show
@@ -49,8 +50,9 @@ print(explorer.describe())
 # head / tail for each; the rows chosen on the test set are labelled so and are not results.
 
 # %%
-curves = method_curves(explorer.cache, explorer.val_cache, explorer.preset_alpha)
-print(comparison_table(explorer.cache, explorer.val_cache, explorer.preset_alpha))
+info = summary(explorer.cache, explorer.preset_alpha, explorer.val_cache)  # every method's rule and val choice, once
+curves = method_curves(explorer.cache, explorer.val_cache, explorer.preset_alpha, info)
+print(comparison_table(explorer.cache, explorer.val_cache, explorer.preset_alpha, info))
 save_and_show({"methods": comparison_figure(curves, explorer.cache.head)}, explorer.run_dir / "figures")
 
 # %% [markdown]
