@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CpuLoad, contention_note, machine_info, machine_lines, median, write_results, threads_and_device  # noqa: E402
 
 from lt_kit.build import build_data  # noqa: E402
-from lt_kit.config import resolve  # noqa: E402
+from lt_kit.config import DEFAULTS, resolve  # noqa: E402
 from lt_kit.data import dataset_info, long_tail_counts  # noqa: E402
 from lt_kit.loaders import TensorLoader  # noqa: E402
 from lt_kit.models import LTModel  # noqa: E402
@@ -253,10 +253,12 @@ def markdown(res: dict, info: dict, contention: str, command: str) -> str:
                       "'input path alone' rows) bounds what it can cost. The 'best round' column approximates the "
                       "least-disturbed machine."]
     if res.get("solo"):
-        lines += ["", f"## Whole runs, solo (training only, measured: `--full-epochs`)", "",
-                  "| path | epochs | seconds | images/s | last-epoch loss |", "|---|---:|---:|---:|---:|"]
+        lines += ["", "## Whole runs, solo (training only, measured: `--full-epochs`)", "",
+                  "| path | epochs | memory format | seconds | images/s | last-epoch loss |",
+                  "|---|---:|---|---:|---:|---:|"]
         for k, v in res["solo"].items():
-            lines.append(f"| {k} | {v['epochs']} | {v['seconds']:.1f} | {v['img_s']:.0f} | {v['last_loss']:.4f} |")
+            fmt = "channels_last" if v.get("channels_last") else "contiguous"
+            lines.append(f"| {k} | {v['epochs']} | {fmt} | {v['seconds']:.1f} | {v['img_s']:.0f} | {v['last_loss']:.4f} |")
     for n in res.get("notes", []):
         lines += ["", n]
     return "\n".join(lines)
@@ -273,7 +275,7 @@ def prepare_data(data_root, device: str, batch_size: int):
         root, data_desc = Path(tmp.name), "fake CIFAR-10 (noise pixels, real shapes)"
         write_fake_cifar10(root, long_tail_counts(10, 5000, 100))
     params = resolve({"dataset": "cifar10_lt", "data_root": str(root), "imbalance_ratio": 100.0,
-                      "batch_size": batch_size, "device": device})
+                      "batch_size": batch_size, "device": device, "channels_last": False})   # (a) contiguous
     from lt_kit.build import resolve_device
     return params, build_data(params, resolve_device(device)), root, data_desc, tmp
 
@@ -375,8 +377,9 @@ def main(argv=None) -> dict:
             if path == "fast_bf16" and not gpu:
                 notes.append("fast_bf16 skipped: lt_kit's bf16 autocast is CUDA-only.")
                 continue
-            solo_res[path] = solo(path, params, loaders[params["channels_last"]], data.train_counts, device,
-                                  args.full_epochs)
+            cl = DEFAULTS["channels_last"]            # whole runs in lt_kit's default memory format
+            solo_res[path] = {**solo(path, {**params, "channels_last": cl}, loaders[cl], data.train_counts, device,
+                                     args.full_epochs), "channels_last": cl}
             log(f"  solo {path:<10} {args.full_epochs} epochs: {solo_res[path]['seconds']:.1f} s, "
                 f"{solo_res[path]['img_s']:.0f} images/s")
     elapsed = time.perf_counter() - t_start

@@ -140,3 +140,17 @@ def test_bench_solo_paths_and_check_run_on_cpu():
     res = check_equal(p, data.train, data.train_counts, CPU, epochs=2)
     assert res["graph_equals_eager_fn"] and res["direction_equal"] and res["graph_vs_eager_fn_max_abs"] == 0.0
     assert res["epoch2"]["graph"] == res["epoch2"]["eager_fn"]
+
+
+def test_speed_bench_quick_runs(tmp_path, capsys):
+    """bench/speed.py on its fake CIFAR-10 (one round, one step per path): the JSON line and result files."""
+    import json
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import speed
+    res = speed.main(["--quick", "--device", "cpu", "--input-batches", "1", "--workers", "0", "--threads", "1",
+                      "--out", str(tmp_path)])
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["a_img_s"] > 0 and line["device"] == "cpu" and line["device_name"]
+    assert res["train_images"] == 12406 and (tmp_path / "speed.md").is_file()
