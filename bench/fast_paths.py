@@ -119,14 +119,16 @@ def _bound(model, params, loader, crit, device, epochs):
     return {"loss": loss_t.item()}
 
 
-def check_equal(params: dict, loader, counts, device, epochs: int = 2) -> dict:
-    """The captured step against the same function run eagerly (same fused SGD, same draws), bit for bit, with
-    deterministic cuDNN; then the captured step against today's eager loop (default SGD), to float rounding."""
+def check_equal(params: dict, loader, counts, device, epochs: int = 2, bf16: bool = False) -> dict:
+    """The captured step against the same function run eagerly (same fused SGD, same draws, same bf16 setting),
+    bit for bit, with deterministic cuDNN (and, for cuBLAS across streams, CUBLAS_WORKSPACE_CONFIG set by the
+    caller); then, for information only, the max abs difference from today's eager loop (default SGD, fp32),
+    which rounds differently and drifts over epochs."""
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     base = _model(params, device, params["channels_last"])
-    out = {}
+    out = {"channels_last": params["channels_last"], "bf16": bf16}
     models = {k: copy.deepcopy(base) for k in ("graph", "eager_fn", "loop")}
-    runners = {k: FastStep(models[k], loader, make_optimizer(models[k], params, device),
+    runners = {k: FastStep(models[k], loader, make_optimizer(models[k], params, device), bf16=bf16,
                            graph=k == "graph" and device.type == "cuda")          # CPU: both eager (a dry run)
                for k in ("graph", "eager_fn")}
     loop_opt = torch.optim.SGD(models["loop"].parameters(), lr=params["lr"], momentum=params["momentum"],
@@ -157,13 +159,21 @@ def main(argv=None) -> dict:
     ap.add_argument("--check", action="store_true", help="the equality check only")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--paths", default=",".join(PATHS))
+    ap.add_argument("--channels-last", action="store_true", help="--check: model and batches in channels_last")
+    ap.add_argument("--bf16", action="store_true", help="--check: bf16 autocast on both step paths (CUDA)")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from speed import prepare_data
     params, data, _, _, tmp = prepare_data(args.data_root, args.device, 256)
     device = data.train.images.device
     if args.check:
-        res = check_equal(params, data.train, data.train_counts, device, args.epochs)
+        loader = data.train
+        if args.channels_last:
+            from lt_kit.loaders import TensorLoader
+            params = {**params, "channels_last": True}
+            loader = TensorLoader(loader.images, loader.labels, batch_size=loader.batch_size, mean=loader.mean,
+                                  std=loader.std, train=True, pad=loader.pad, seed=loader.seed, channels_last=True)
+        res = check_equal(params, loader, data.train_counts, device, args.epochs, bf16=args.bf16)
     else:
         res = {p: solo(p, params, data.train, data.train_counts, device, args.epochs) for p in args.paths.split(",")}
     print(json.dumps(res, indent=1, default=str))

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 11's device calls, prepared and dry-run on the CPU (DEVICE=cpu), sized to a 15-minute lease: each stage
-# is one `run` call under 10 minutes, speed first so a short lease still gives the speed figures.
+# is one `run` call under 10 minutes; the first call is the equality check (under a minute) and the speed
+# figures, so a short lease still gives them.
 #
 #   here:    python bench/gpu_pack.py --shared ../shared/data --cifar $CIFAR    # -> gpu_pack/ (ignored, ~44 MiB)
 #            bash bench/gpu_wheels.sh                                           # -> .whl/ papermill for the notebooks
@@ -28,7 +29,7 @@ setup() {
   { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU"
     nproc; $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
   } 2>&1 | tee "$OUT/machine.txt"
-  if [ -d .whl ]; then
+  if [ -d .whl ] && [ "${WHEELS:-1}" = 1 ]; then          # WHEELS=0: a dry run here, with the venv's papermill
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
       && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
   fi
@@ -38,8 +39,12 @@ setup() {
   echo "set up at $(elapsed) s"
 }
 
-check() {      # the captured step against the same function eager (bit for bit) and against today's loop
-  $PY bench/fast_paths.py --check --device "$DEVICE" --data-root "$DATA" --epochs "${CHECK_EPOCHS:-2}" | tee "$OUT/check.json"
+check() {      # the captured step against the same function eager (bit for bit), fp32 contiguous, then the
+               # default layout with bf16 (cuBLAS is bit-reproducible across streams only with a fixed workspace)
+  CUBLAS_WORKSPACE_CONFIG=:4096:8 $PY bench/fast_paths.py --check --device "$DEVICE" --data-root "$DATA" \
+    --epochs "${CHECK_EPOCHS:-2}" | tee "$OUT/check.json"
+  CUBLAS_WORKSPACE_CONFIG=:4096:8 $PY bench/fast_paths.py --check --device "$DEVICE" --data-root "$DATA" \
+    --epochs 1 --channels-last --bf16 | tee "$OUT/check_cl_bf16.json"
 }
 
 speed() {      # rounds (reference input path, lt_kit, bound; channels_last and bf16) + solo whole runs
@@ -81,6 +86,6 @@ stages=("$@")
 setup
 for stage in "${stages[@]}"; do
   echo "== $stage at $(elapsed) s"
-  $stage
+  $stage || echo "== $stage FAILED (rc $?) at $(elapsed) s" | tee -a "$OUT/failed.txt"
 done
 echo "all done at $(elapsed) s"

@@ -257,6 +257,9 @@ def markdown(res: dict, info: dict, contention: str, command: str) -> str:
                   "| path | epochs | memory format | seconds | images/s | last-epoch loss |",
                   "|---|---:|---|---:|---:|---:|"]
         for k, v in res["solo"].items():
+            if "error" in v:
+                lines.append(f"| {k} | failed: {v['error']} | | | | |")
+                continue
             fmt = "channels_last" if v.get("channels_last") else "contiguous"
             lines.append(f"| {k} | {v['epochs']} | {fmt} | {v['seconds']:.1f} | {v['img_s']:.0f} | {v['last_loss']:.4f} |")
     for n in res.get("notes", []):
@@ -378,10 +381,18 @@ def main(argv=None) -> dict:
                 notes.append("fast_bf16 skipped: lt_kit's bf16 autocast is CUDA-only.")
                 continue
             cl = DEFAULTS["channels_last"]            # whole runs in lt_kit's default memory format
-            solo_res[path] = {**solo(path, {**params, "channels_last": cl}, loaders[cl], data.train_counts, device,
-                                     args.full_epochs), "channels_last": cl}
+            try:
+                solo_res[path] = {**solo(path, {**params, "channels_last": cl}, loaders[cl], data.train_counts,
+                                         device, args.full_epochs), "channels_last": cl}
+            except Exception as e:                    # one failing path must not lose the others' figures
+                solo_res[path] = {"error": repr(e)}
+                log(f"  solo {path:<10} FAILED: {e!r}")
+                continue
             log(f"  solo {path:<10} {args.full_epochs} epochs: {solo_res[path]['seconds']:.1f} s, "
                 f"{solo_res[path]['img_s']:.0f} images/s")
+            if args.out:                              # what is done so far survives a later crash or time limit
+                Path(args.out).mkdir(parents=True, exist_ok=True)
+                (Path(args.out) / "solo_partial.json").write_text(json.dumps(solo_res, indent=1))
     elapsed = time.perf_counter() - t_start
     if tmp is not None:
         tmp.cleanup()
@@ -412,7 +423,7 @@ def main(argv=None) -> dict:
         out[f"{o}_speedup_c_paired"] = paired(f"c_{o}", "c")
     if solo_res:
         out["solo"] = solo_res
-        out[f"seconds_{args.full_epochs}_epochs"] = {k: v["seconds"] for k, v in solo_res.items()}
+        out[f"seconds_{args.full_epochs}_epochs"] = {k: v["seconds"] for k, v in solo_res.items() if "seconds" in v}
     if "compile" in options:
         out["compile_first_step_s"] = round(groups["compile"].first_step_s, 1)
     info_m = machine_info(device)

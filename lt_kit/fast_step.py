@@ -43,6 +43,8 @@ def fast_step_blockers(params: dict, world_size: int = 1) -> list[str]:
             why.append(f"{k} draws on the host every step")
     if params.get("sam_rho", 0.0):
         why.append("sam_rho (SAM's two passes run in the eager loop)")
+    if params.get("loss") == "ldam_drw" and params.get("label_smoothing", 0.0):
+        why.append("ldam_drw with label_smoothing (class-weighted smoothing selects on the host)")
     if params.get("sync_bn"):
         why.append("sync_bn")
     return why
@@ -78,7 +80,8 @@ class FastStep:
         self.captures = 0
         loader._padded_pixels()                  # built now on the current stream, not inside a warm-up or capture
         for g in optimizer.param_groups:         # a resumed optimizer's state may carry a float lr or other flags
-            if not torch.is_tensor(g["lr"]):
+            if not torch.is_tensor(g["lr"]) or g["lr"].device != dev:
+                # (a CPU lr tensor, as a checkpoint loads, would be read once by the fused kernel and frozen)
                 g["lr"] = torch.tensor(float(g["lr"]), device=dev)
             g["fused"], g["foreach"] = True, False
 
@@ -127,10 +130,11 @@ class FastStep:
         """One epoch. ``phase`` (``methods.criterion_phase``) says when a new ``criterion`` object computes
         something else than the captured one; without it every new criterion object is recaptured. Returns
         mean loss and training accuracy, as ``train_one_epoch``."""
-        if criterion is not self.criterion:     # a captured graph keeps calling the criterion it captured
-            if phase is None or phase != self.phase:
-                self.graph = None               # recapture (after fresh warm-up steps)
-            self.criterion, self.phase = criterion, phase
+        self.model.train()
+        if criterion is not self.criterion and (phase is None or phase != self.phase):
+            # recapture (after fresh warm-up steps). Otherwise keep the captured criterion object: the graph reads
+            # the device tensors of its closure (a log prior, LDAM margins), which must stay alive
+            self.criterion, self.phase, self.graph = criterion, phase, None
         self.loader.set_epoch(epoch)
         draws = {k: v.to(self.device) for k, v in self.loader.epoch_draws().items()}      # one copy per epoch
         draws["step"] = torch.arange(self.steps, device=self.device)

@@ -31,6 +31,7 @@ class TensorLoader:
             raise ValueError(f"batch_size {batch_size} is not divisible by the {world_size} processes")
         self.images, self.labels = images, labels
         self.batch_size, self.train, self.pad, self.seed = batch_size, train, pad, seed
+        self.mean, self.std = tuple(mean), tuple(std)
         self.rank, self.world_size, self.channels_last = rank, world_size, channels_last
         self.policy, self.cutout = policy, cutout      # augment.py: the modern recipe's switches (off: None, 0)
         dev = images.device

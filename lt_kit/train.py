@@ -147,7 +147,7 @@ def _fit(params: dict, run_dir, *, resume: bool, overwrite: bool, progress: bool
         optimizer.load_state_dict(ckpt["optimizer"])
         if not params["fast_step"]:      # a fast run's checkpoint carries fused=True and a tensor lr: back to eager
             for g in optimizer.param_groups:
-                g["fused"], g["lr"] = None, float(g["lr"])
+                g["fused"], g["foreach"], g["lr"] = None, None, float(g["lr"])
         start, history, best = ckpt["epoch"] + 1, ckpt["history"], ckpt.get("best")
     if dist.is_main:
         run.save_indices(data.subset_indices, data.val_indices)

@@ -107,6 +107,21 @@ def test_fast_step_refuses_what_it_cannot_run():
         resolve({"fast_step": True, "dataset": "folder"})
 
 
+def test_captured_criterion_is_kept_until_its_phase_changes():
+    """A graph reads the device tensors of the criterion it captured: a new criterion object of the same phase
+    must not replace it (its tensors would be freed); a new phase (DRW's switch) recaptures with the new one."""
+    p, data, model = _setup(loss="ldam_drw", head="norm_linear")
+    runner = FastStep(model, data.train, make_optimizer(model, p, CPU), graph=False)
+    first = make_criterion(p, data.train_counts, 1)
+    runner.run_epoch(1, 0.1, 0.9, first, phase=("ldam_drw", False))
+    runner.run_epoch(2, 0.1, 0.9, make_criterion(p, data.train_counts, 1), phase=("ldam_drw", False))
+    assert runner.criterion is first
+    drw = make_criterion(p, data.train_counts, 2)
+    runner.run_epoch(3, 0.1, 0.9, drw, phase=("ldam_drw", True))
+    assert runner.criterion is drw and runner.phase == ("ldam_drw", True)
+    assert all(torch.is_tensor(g["lr"]) and g["lr"].device == CPU for g in runner.opt.param_groups)
+
+
 def test_fast_step_nan_names_the_step():
     p, data, model = _setup()
     runner = FastStep(model, data.train, make_optimizer(model, p, CPU), graph=False)
@@ -140,6 +155,10 @@ def test_bench_solo_paths_and_check_run_on_cpu():
     res = check_equal(p, data.train, data.train_counts, CPU, epochs=2)
     assert res["graph_equals_eager_fn"] and res["direction_equal"] and res["graph_vs_eager_fn_max_abs"] == 0.0
     assert res["epoch2"]["graph"] == res["epoch2"]["eager_fn"]
+    assert res["channels_last"]                                  # the default layout; then contiguous memory
+    nchw, data_nchw, _ = _setup(channels_last=False)
+    res = check_equal(nchw, data_nchw.train, data_nchw.train_counts, CPU, epochs=1)
+    assert not res["channels_last"] and res["graph_equals_eager_fn"]
 
 
 def test_speed_bench_quick_runs(tmp_path, capsys):
