@@ -168,8 +168,12 @@ def test_speed_bench_quick_runs(tmp_path, capsys):
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     import speed
-    res = speed.main(["--quick", "--device", "cpu", "--input-batches", "1", "--workers", "0", "--threads", "1",
-                      "--out", str(tmp_path)])
+    threads = torch.get_num_threads()
+    try:            # speed.py sets this process's thread count; later tests compare runs made at the suite's count
+        res = speed.main(["--quick", "--device", "cpu", "--input-batches", "1", "--workers", "0", "--threads", "1",
+                          "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["a_img_s"] > 0 and line["device"] == "cpu" and line["device_name"]
     assert res["train_images"] == 12406 and (tmp_path / "speed.md").is_file()
