@@ -12,31 +12,17 @@
 # Stages: check (captured step == eager, bit for bit), speed (bench/speed.py with solo 200-epoch runs of the
 # eager, fast, fast-bf16 and bound paths: seconds_200_epochs), fastacc (the fast path's 200-epoch TDE at ratio
 # 100, seed 0, against the fp32 runs' 80.8 / 79.9), table (what Table 3 still lacks), notebooks.
-set -uo pipefail
-OUT=${OUT:-bench/out/gpu}
-mkdir -p "$OUT"
-T0=$(date +%s)
-export PYTHONUNBUFFERED=1
-PY=${PY:-python3}
+source "$(dirname "$0")/gpu_common.sh"
 DEVICE=${DEVICE:-cuda}
-DATA=${DATA:-/tmp/cifar}
-RUNS=${RUNS:-/tmp/runs}
 EPOCHS=${EPOCHS:-200}
 FAST="--set fast_step=true --set channels_last=true"
-elapsed() { echo $(( $(date +%s) - T0 )); }
 
 setup() {
-  { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU"
-    nproc; $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
-  } 2>&1 | tee "$OUT/machine.txt"
   if [ -d .whl ] && [ "${WHEELS:-1}" = 1 ]; then          # WHEELS=0: a dry run here, with the venv's papermill
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
       && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
   fi
-  if [ ! -d "$DATA/cifar-10-batches-py" ]; then
-    $PY bench/gpu_unpack.py --pack gpu_pack --out "$DATA" --workers "$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))" || exit 1
-  fi
-  echo "set up at $(elapsed) s"
+  gpu_setup
 }
 
 check() {      # the captured step against the same function eager (bit for bit), fp32 contiguous, then the

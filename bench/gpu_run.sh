@@ -5,22 +5,9 @@
 #
 #   here:   python bench/gpu_pack.py --cifar $CIFAR        # -> gpu_pack/ (ignored, ~44 MiB)
 #   device: bash bench/gpu_run.sh      (carry gpu_pack; env: DEADLINE, EPOCHS, JOBS, SPEED_IF_BEFORE)
-set -uo pipefail
-OUT=${OUT:-bench/out/gpu}
-mkdir -p "$OUT"
-T0=$(date +%s)
-export PYTHONUNBUFFERED=1
-PY=${PY:-python3}
-DATA=${DATA:-/tmp/cifar}
-RUNS=${RUNS:-/tmp/runs}
+source "$(dirname "$0")/gpu_common.sh"
 JOBS=${JOBS:-100:causal_norm:0 100:causal_norm:1 50:causal_norm:0 10:causal_norm:0 50:causal_norm:1 10:causal_norm:1 100:linear:0 50:linear:0 10:linear:0}
-elapsed() { echo $(( $(date +%s) - T0 )); }
-
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  nproc; $PY -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
-} 2>&1 | tee "$OUT/machine.txt"
-$PY bench/gpu_unpack.py --pack gpu_pack --out "$DATA" --workers "$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))" || exit 1
-echo "unpacked at $(elapsed) s"
+gpu_setup
 # shellcheck disable=SC2086
 $PY bench/accuracy_parallel.py --data-root "$DATA" --epochs "${EPOCHS:-200}" --deadline "${DEADLINE:-500}" \
     --kept "$DATA/kept_train_indices.npy" --runs "$RUNS" --out "$OUT/accuracy_gpu" --set channels_last=true \

@@ -184,12 +184,11 @@ class Mixer:
 
 def make_mixer(params: dict) -> Mixer | None:
     """The run's mixer, or None when both alphas are 0 (the reference recipe)."""
-    m = Mixer(params.get("mixup_alpha", 0.0), params.get("cutmix_alpha", 0.0), params["seed"])
+    m = Mixer(params["mixup_alpha"], params["cutmix_alpha"], params["seed"])
     return m if m.enabled else None
 
 
 def make_policy(params: dict) -> PolicyAugment | None:
-    kind = params.get("augment", "none")
-    if kind == "none":
+    if params["augment"] == "none":
         return None
-    return PolicyAugment(kind, num_ops=params.get("randaugment_ops", 2), magnitude=params.get("randaugment_magnitude", 9))
+    return PolicyAugment(params["augment"], num_ops=params["randaugment_ops"], magnitude=params["randaugment_magnitude"])

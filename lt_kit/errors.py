@@ -19,6 +19,17 @@ class NonFiniteLossError(LtKitError):
     every_rank = True
 
 
+def check_losses(losses, epoch: int) -> None:
+    """Raise ``NonFiniteLossError`` naming the first non-finite entry of an epoch's per-step ``losses`` (a
+    tensor; one host sync). The eager loop and the fast step both call it once per epoch."""
+    import torch
+    bad = (~torch.isfinite(losses)).nonzero()
+    if len(bad):
+        s = int(bad[0])
+        raise NonFiniteLossError(f"loss became {losses[s].item()} at epoch {epoch}, step {s + 1}/{len(losses)}; "
+                                 "lower lr, check the data for NaN/inf, or resume from the last checkpoint")
+
+
 def on_every_rank(e: LtKitError) -> LtKitError:
     """Mark ``e`` as met by every process alike (see ``LtKitError.every_rank``); returns it."""
     e.every_rank = True

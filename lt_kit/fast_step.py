@@ -26,7 +26,7 @@ import contextlib
 
 import torch
 
-from .errors import LtKitError, NonFiniteLossError
+from .errors import LtKitError, check_losses
 from .tde import update_direction
 
 
@@ -159,11 +159,6 @@ class FastStep:
                 self.graph.replay()
         if bar is not None:
             bar.update(self.steps)
-        bad = (~torch.isfinite(self.losses)).nonzero()              # the epoch's one host sync
-        if len(bad):
-            s = int(bad[0])
-            raise NonFiniteLossError(f"loss became {self.losses[s].item()} at epoch {epoch}, step {s + 1}/"
-                                     f"{self.steps}; lower lr, check the data for NaN/inf, or resume from the "
-                                     "last checkpoint")
+        check_losses(self.losses, epoch)                            # the epoch's one host sync
         return {"loss": self.losses.mean().item(),
                 "train_acc": (self.correct / float(self.steps * self.loader.batch_size)).item()}

@@ -17,7 +17,7 @@ from . import distributed as D
 from . import sam
 from .augment import Mixer, make_mixer
 from .build import build_data, build_model, resolve_device
-from .errors import LtKitError, NonFiniteLossError
+from .errors import LtKitError, check_losses
 from .guard import env_rank
 from .lock import RunLock
 from .evaluate import AlphaEvaluator, FeatureCache, MethodEvaluator, extract_features, format_table, summary
@@ -75,11 +75,7 @@ def train_one_epoch(model, loader, optimizer, *, mu: float, epoch: int, dist=D.D
         if bar is not None:
             bar.update(1)
     D.mean_across(losses, dist)         # first: a NaN on any rank is then seen by every rank, and all stop
-    bad = (~torch.isfinite(losses)).nonzero()
-    if len(bad):
-        s = int(bad[0])
-        raise NonFiniteLossError(f"loss became {losses[s].item()} at epoch {epoch}, step {s + 1}/{len(loader)}; "
-                                 "lower lr, check the data for NaN/inf, or resume from the last checkpoint")
+    check_losses(losses, epoch)
     totals = D.sum_across(torch.stack([correct, torch.tensor(float(seen), device=dev)]), dist)
     return {"loss": losses.mean().item(), "train_acc": (totals[0] / totals[1]).item()}
 
