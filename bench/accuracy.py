@@ -79,13 +79,13 @@ PUBLISHED = {
 
 def run_rows(metrics: dict, *, dataset: str, ratio: float, seed: int, seconds: float, run_dir: str) -> list[dict]:
     """One table row per result a run's ``metrics.json`` holds (``lt_kit.evaluate.table_rows``' order)."""
-    from lt_kit.evaluate import row_name
+    from lt_kit.evaluate import row_name, rule_metrics
     head, loss = metrics["head"], metrics.get("loss", "ce")
     entries = [(None, "", None, metrics["softmax"])]
     for name, e in (metrics.get("methods") or {}).items():
         if "rule" not in e:                     # unavailable on this run
             continue
-        entries.append((name, "rule", e["rule"]["strength"], e["rule"]["metrics"]))
+        entries.append((name, "rule", e["rule"]["strength"], rule_metrics(metrics, name)))
         if e.get("val"):
             entries.append((name, "val", e["val"]["strength"], e["val"]["metrics"]))
     rows = []

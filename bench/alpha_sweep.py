@@ -3,8 +3,9 @@
     python bench/alpha_sweep.py bench/out/accuracy/cifar10_lt_r100_causal_norm_s0_e45 [--out FILE.md]
 
 Prints a markdown table per run: overall, many, medium, few and the median head/tail split at each alpha,
-plus the reference's rule-of-thumb alpha. Choosing alpha from this table is choosing it on the test set:
-the preset alpha is the honest number, the sweep shows the trade-off.
+plus the reference's rule-of-thumb alpha (from the validation features when the run has them, else from the
+test features, labelled "for reading"). Choosing alpha from this table is choosing it on the test set: the
+preset alpha is the honest number, the sweep shows the trade-off.
 """
 from __future__ import annotations
 
@@ -23,10 +24,13 @@ ALPHAS = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0]
 def sweep_markdown(run_dir: Path, alphas=ALPHAS) -> str:
     cache = FeatureCache.load(run_dir / "features.pt")
     ev, preset = AlphaEvaluator(cache), RunDir(run_dir).params()["alpha"]
+    has_val = (run_dir / "val_features.pt").is_file()
+    src = FeatureCache.load(run_dir / "val_features.pt") if has_val else cache
+    where = "on the validation features" if has_val else "on the test features, for reading"
     pct = lambda v: "–" if v != v else f"{100 * v:.1f}"  # noqa: E731
     lines = [f"### {run_dir.name}", "",
-             f"Preset alpha {preset:g}; rule-of-thumb alpha (mean alpha*cos(x, d) = 1): "
-             f"{rule_of_thumb_alpha(cache.features, cache.direction, cache.num_heads):.2f}. "
+             f"Preset alpha {preset:g}; rule-of-thumb alpha (mean alpha*cos(x, d) = 1) {where}: "
+             f"{rule_of_thumb_alpha(src.features, src.direction, src.num_heads):.2f}. "
              "head/tail: classes above / at or below the median training count.", "",
              "| alpha | overall | many | medium | few | head | tail |", "|---|---|---|---|---|---|---|"]
     for a in sorted(set(alphas) | {preset}):

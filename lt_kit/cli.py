@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--csv", metavar="FILE", help="also write the table as CSV ('-': print it instead)")
     c.add_argument("--strict", action="store_true", help="refuse (exit 2) a folder that cannot be compared")
     c.add_argument("--ignore", action="append", default=[], metavar="KEY",
-                   help="a parameter that may also differ inside a group, as seed does (e.g. device)")
+                   help="a parameter that may also differ inside a group, as seed does (e.g. weight_decay); "
+                   "settings that cannot change a result (device, data_root, ...) always may")
     return p
 
 

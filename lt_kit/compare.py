@@ -1,12 +1,16 @@
 """Compare runs: many run dirs grouped by configuration, each group's mean and spread over its seeds.
 
-A **group** is the runs whose resolved parameters (``params.yaml``) are equal except ``seed`` (and the run
-dir's own path), that drew the same subset (``subset.json``, see ``runs.subset_checksum``) and whose ``tde``
-entry was scored at the same alpha. A parameter an older run's ``params.yaml`` lacks counts at today's
-default (a new parameter defaults to the old behaviour). Each group reports n, mean and sample standard
-deviation of many / medium / few / overall and head / tail for every **evaluation** its runs hold:
+A **group** is the runs whose resolved parameters (``params.yaml``) are equal except ``seed``, the settings
+that cannot change a result (``NO_EFFECT``: where the data lies, where and how fast a run ran; the table
+lists them) and the run dir's own path, that drew the same subset (``subset.json``, see
+``runs.subset_checksum``) and whose ``tde`` entry was scored at the same alpha. A parameter an older run's
+``params.yaml`` lacks counts at today's default (a new parameter defaults to the old behaviour). Each group
+reports n, mean and sample standard deviation of many / medium / few / overall and head / tail for every
+**evaluation** its runs hold:
 ``softmax`` (alpha 0), ``tde`` (the run's alpha) and each post-hoc method recorded under ``metrics.json``'s
-``methods`` (any dict there holding a ``metrics`` dict, named by its path: ``logit_adjust/rule``).
+``methods`` (any dict there holding a ``metrics`` dict, named by its path: ``logit_adjust/rule``). Entries are
+told apart by path, never by value: a validation choice that equals the paper rule is still its own row. A row
+held by fewer runs than its group has says, under the table, why each other run lacks it.
 
 A folder that cannot be compared (not a run, unfinished, from an lt_kit without what is needed) is named with
 the reason and skipped, or refused with ``strict``: it is never averaged in.
@@ -32,6 +36,11 @@ from .runs import read_json, subset_checksum
 SPLITS = ("many", "medium", "few", "overall", "head", "tail")
 BAR_SPLITS = ("many", "medium", "few", "overall")
 IGNORED = ("seed",)                       # what may differ inside a group
+# Settings that cannot change a result: where the data lies, where and how fast a run ran. They never split a
+# group (``--ignore`` adds more); ``data_root`` does for the image-file data sets, where it names the data.
+NO_EFFECT = ("data_root", "download", "device", "num_workers", "cudnn_benchmark", "channels_last", "compile",
+             "fast_step", "eval_every")
+SAME_AS = {"tde/rule": "tde"}             # TDE's paper rule is the run's own alpha: the tde entry itself
 BASE_EVALUATIONS = ("softmax", "tde")     # metrics.json's own entries: alpha 0 and the run's alpha
 NEEDS = "from an lt_kit without what compare needs"
 
@@ -60,11 +69,6 @@ def split_values(entry: dict) -> dict[str, float]:
     return {k: _num(ht.get(k) if k in ("head", "tail") else entry.get(k)) for k in SPLITS}
 
 
-def _same(a: dict[str, float], b: dict[str, float]) -> bool:
-    """Equal split values, NaN (an empty split) equal to NaN."""
-    return all(a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])) for k in SPLITS)
-
-
 def _num(v: Any) -> float:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
 
@@ -86,12 +90,29 @@ def evaluations(metrics: dict) -> dict[str, dict]:
     """Every evaluation of a ``metrics.json``: ``softmax``, ``tde`` (not for a linear head) and the methods."""
     out = {k: metrics[k] for k in BASE_EVALUATIONS if isinstance(metrics.get(k), dict)}
     for path, entry in method_evaluations(metrics.get("methods")):
-        base = path.split("/")[0]
-        if base in out and _same(split_values(entry), split_values(out[base])):
-            continue                       # methods/tde/rule repeats the tde entry: one row, not two
+        if path in SAME_AS or path in out:  # an older run's copy of the tde entry under methods/tde/rule
+            continue
         if any(entry.get(k) is not None for k in ("many", "medium", "few", "overall")):
             out[path] = entry
     return out
+
+
+def why_missing(run: "RunResult", evaluation: str) -> str:
+    """Why ``run`` holds no ``evaluation`` (read from its metrics.json's ``methods``)."""
+    if evaluation in BASE_EVALUATIONS:
+        return f"its metrics.json has no {evaluation} entry"
+    if not isinstance(run.methods, dict):
+        return "its metrics.json has no post-hoc methods (written by an older lt_kit)"
+    node: Any = run.methods
+    for part in evaluation.split("/"):
+        if not isinstance(node, dict) or not isinstance(node.get(part), dict):
+            if isinstance(node, dict) and node.get("unavailable"):
+                return str(node["unavailable"])
+            if part == "val" and isinstance(node, dict) and "val" in node:
+                return "no validation split, so no strength was chosen"
+            return f"its metrics.json has no {evaluation}"
+        node = node[part]
+    return f"its {evaluation} entry records no accuracy"
 
 
 # --------------------------------------------------------------------------- one run
@@ -106,6 +127,7 @@ class RunResult:
     train_counts: tuple
     thresholds: dict
     version: str = ""             # the lt_kit version that wrote it
+    methods: Any = None           # metrics.json's "methods" (why_missing reads it)
 
     @property
     def seed(self) -> int:
@@ -152,7 +174,8 @@ def read_run(path: str | Path) -> RunResult:
     from .config import DEFAULTS
     thresholds = metrics.get("thresholds") or {"many": params.get("many_threshold"), "few": params.get("few_threshold")}
     return RunResult(path, {**DEFAULTS, **params}, _num(metrics.get("alpha", params.get("alpha"))), subset,
-                     evaluations(metrics), tuple(metrics["train_counts"]), thresholds, _version(path))
+                     evaluations(metrics), tuple(metrics["train_counts"]), thresholds, _version(path),
+                     metrics.get("methods"))
 
 
 def _progress(path: Path, params: dict) -> str:
@@ -161,9 +184,10 @@ def _progress(path: Path, params: dict) -> str:
         done = len(read_json(path / "history.json"))
     except (OSError, ValueError, TypeError):
         return "training stopped early or is still running"
+    resume = f"`python -m lt_kit train --run-dir {path} --resume`"
     if done == params.get("epochs"):
-        return f"all {done} epochs trained, not evaluated: `python -m lt_kit test --run-dir {path}` evaluates it"
-    return f"{done} of {params.get('epochs', '?')} epochs in history.json: stopped, or still running"
+        return f"all {done} epochs trained, not evaluated: {resume} evaluates it"
+    return f"{done} of {params.get('epochs', '?')} epochs in history.json: stopped ({resume} goes on), or still running"
 
 
 def _version(path: Path) -> str:
@@ -228,9 +252,19 @@ class Group:
         return tuple(np.array([s[i] for s in stats]) for i in range(3))
 
 
+def ignored(params: dict, ignore: Sequence[str] = ()) -> set[str]:
+    """The parameters that may differ inside a group: seed, ``NO_EFFECT`` (``data_root`` only where the data
+    set is built in, not read from image files) and ``ignore``."""
+    from .data import DATASETS
+    info = DATASETS.get(params.get("dataset"))
+    keep = {"data_root"} if info is None or info.kind != "tensor" else set()
+    return {*IGNORED, *ignore, *(set(NO_EFFECT) - keep)}
+
+
 def group_key(run: RunResult, ignore: Sequence[str] = ()) -> str:
-    """What a group shares: parameters except seed and ``ignore``, the subset and the tde alpha."""
-    params = {k: v for k, v in run.params.items() if k not in (*IGNORED, *ignore)}
+    """What a group shares: parameters except seed, ``NO_EFFECT`` and ``ignore``, the subset and the tde alpha."""
+    skip = ignored(run.params, ignore)
+    params = {k: v for k, v in run.params.items() if k not in skip}
     return json.dumps([params, run.subset["sha256"], run.alpha if "tde" in run.evaluations else None],
                       sort_keys=True, default=str)
 
@@ -250,7 +284,8 @@ def group_runs(runs: Iterable[RunResult], ignore: Sequence[str] = ()) -> list[Gr
 def group_labels(groups: Sequence[Group], ignore: Sequence[str] = ()) -> list[str]:
     """``dataset rRATIO head`` plus every other parameter whose value differs between the groups; the
     subset and the tde alpha where only they differ."""
-    keys = sorted({k for g in groups for k in g.params} - {"dataset", "imbalance_ratio", "head", *IGNORED, *ignore})
+    skip = set.intersection(*(ignored(g.params, ignore) for g in groups)) if groups else set()
+    keys = sorted({k for g in groups for k in g.params} - {"dataset", "imbalance_ratio", "head", *skip})
     varying = [k for k in keys if len({json.dumps(g.params.get(k), default=str) for g in groups}) > 1]
     labels = []
     for g in groups:
@@ -319,6 +354,7 @@ class Comparison:
     groups: list[Group]
     skipped: list[tuple[str, str]] = field(default_factory=list)     # (folder or pattern, reason)
     ignored_files: int = 0
+    ignore: tuple = ()                                               # the caller's own --ignore keys
 
     def evaluations(self) -> list[str]:
         return list(dict.fromkeys(e for g in self.groups for e in g.evaluations()))
@@ -368,6 +404,8 @@ class Comparison:
             if dup:
                 out.append(f"{g.label} holds seed {', '.join(map(str, dup))} more than once (copies of one run?): "
                            + ", ".join(str(r.path) for r in g.runs if r.seed in dup))
+        out += self.short_rows()
+        out.append(self.not_told_apart())
         versions = sorted({r.version for g in self.groups for r in g.runs if r.version})
         if len(versions) > 1:
             out.append(f"written by lt_kit {' / '.join(versions)}")
@@ -378,6 +416,30 @@ class Comparison:
             out.append(f"skipped {len(self.skipped)} folder{'s' * (len(self.skipped) > 1)}:")
             out += [f"  {p}: {reason}" for p, reason in self.skipped]
         return out
+
+    def short_rows(self) -> list[str]:
+        """One note per row that fewer runs hold than its group has, naming each other run and why."""
+        out = []
+        for g in self.groups:
+            for e in g.evaluations():
+                lacking = [r for r in g.runs if e not in r.evaluations]
+                if lacking:
+                    out.append(f"{g.label} {e}: n={len(g.runs) - len(lacking)} of {len(g.runs)}; "
+                               + "; ".join(f"{r.path} lacks it ({why_missing(r, e)})" for r in lacking))
+        return out
+
+    def not_told_apart(self) -> str:
+        """The parameters a group does not split on (seed aside), with the values where they differ inside one."""
+        keys = sorted({k for g in self.groups for r in g.runs for k in ignored(r.params, self.ignore)} - set(IGNORED),
+                      key=lambda k: (k not in NO_EFFECT, k))
+        parts = []
+        for k in keys:
+            values = [{_short(r.params.get(k)) for r in g.runs if k in ignored(r.params, self.ignore)}
+                      for g in self.groups]
+            differ = sorted(set().union(*(v for v in values if len(v) > 1)))
+            parts.append(k + (f" ({', '.join(differ)})" if differ else ""))
+        return ("not told apart (settings that cannot change a result, and --ignore KEY; values shown where they "
+                "differ inside a group): " + ", ".join(parts))
 
     def _cells(self, evaluations, cell) -> tuple[list[str], list[list[str]]]:
         head = ["group", "evaluation", "n", "seeds", "subset", *SPLITS]
@@ -485,7 +547,7 @@ def compare_runs(patterns: Sequence[str] | str, *, strict: bool = False, ignore:
     if not runs:
         why = "; ".join(f"{p}: {reason}" for p, reason in skipped[:3]) or "no folder given"
         raise LtKitError(f"no run to compare among {len(folders) + len(missing)} given ({why})")
-    return Comparison(group_runs(runs, ignore), skipped, files)
+    return Comparison(group_runs(runs, ignore), skipped, files, tuple(ignore))
 
 
 def compare_command(args) -> int:

@@ -8,6 +8,7 @@ checked against this table: an unknown key or a wrong type is an error that list
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +167,7 @@ def resolve(overrides: dict[str, Any] | None = None, where: str = "") -> dict[st
     check_recipe(params)
     if params["fast_step"]:
         from .fast_step import fast_step_blockers
-        why = fast_step_blockers(params)
+        why = fast_step_blockers(params, _torchrun_world_size())
         if why:
             raise LtKitError(f"fast_step=true cannot run with these parameters ({'; '.join(why)}); set "
                              "fast_step=false (the eager loop runs every option)")
@@ -174,6 +175,14 @@ def resolve(overrides: dict[str, Any] | None = None, where: str = "") -> dict[st
         if params[k] < 1:
             raise LtKitError(f"parameter {k!r} must be >= 1, got {params[k]}")
     return params
+
+
+def _torchrun_world_size() -> int:
+    """The process count torchrun set (``WORLD_SIZE``; 1 outside torchrun), known before any process group."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
 
 
 def check_recipe(params: dict) -> None:

@@ -94,9 +94,10 @@ class TensorSplit:
 _CIFAR = {
     "cifar10_lt": dict(folder="cifar-10-batches-py", train=[f"data_batch_{i}" for i in range(1, 6)],
                        test=["test_batch"], meta="batches.meta", label_key="labels", names_key="label_names",
-                       tv="CIFAR10"),
+                       tv="CIFAR10", url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
     "cifar100_lt": dict(folder="cifar-100-python", train=["train"], test=["test"], meta="meta",
-                        label_key="fine_labels", names_key="fine_label_names", tv="CIFAR100"),
+                        label_key="fine_labels", names_key="fine_label_names", tv="CIFAR100",
+                        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
 }
 
 
@@ -110,11 +111,17 @@ def _unpickle(path: Path) -> dict:
 
 
 def _download_cifar(name: str, root: Path) -> None:
-    import torchvision.datasets as tvd  # torchvision's own download and md5 check
+    """torchvision's own download and md5 check; a failure (no network, a proxy, a full disk) is one line that
+    says where to put the data by hand."""
+    import torchvision.datasets as tvd
+    spec = _CIFAR[name]
     try:
-        getattr(tvd, _CIFAR[name]["tv"])(str(root), train=True, download=True)
+        getattr(tvd, spec["tv"])(str(root), train=True, download=True)
     except Exception as e:
-        raise LtKitError(f"could not download {name} into {root}: {e}") from None
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise LtKitError(f"could not download {name[:-3]} ({why}); without a network, put {spec['folder']}/ in "
+                         f"{root} (unpacked from {spec['url']}), or point data_root at the folder that holds "
+                         "it") from None
 
 
 def read_cifar(name: str, data_root: str | Path, *, download: bool = False) -> tuple[TensorSplit, TensorSplit, list[str]]:

@@ -187,15 +187,29 @@ def _method_or_reason(cache: FeatureCache, method, alpha: float, val_cache: Feat
 def summary(cache: FeatureCache, alpha: float, val_cache: FeatureCache | None = None) -> dict:
     """The run's ``metrics.json``: the alpha used, ``softmax`` (the head's own logits; De-confound for the
     causal head), ``tde`` (None for other heads), each with many/medium/few/overall and per-class accuracy,
-    and ``methods``: every post-hoc method that applies to the head (see :func:`method_summary`)."""
+    and ``methods``: every post-hoc method that applies to the head (see :func:`method_summary`). Each evaluation
+    is written once: TDE's rule entry names the ``tde`` entry (``same_as``) instead of copying it
+    (:func:`rule_metrics` reads either)."""
     from .methods import applies, methods_for
     ev = AlphaEvaluator(cache)
     tde = ev.metrics(alpha) if applies("tde", cache.head) else None
+    methods = {m.name: _method_or_reason(cache, m, alpha, val_cache) for m in methods_for(cache.head)}
+    if tde is not None and "rule" in methods.get("tde", {}):   # TDE's rule is the run's alpha: the tde entry
+        rule = methods["tde"]["rule"]
+        del rule["metrics"]
+        rule["same_as"] = "tde"
     return {"alpha": float(alpha), "head": cache.head, "softmax": ev.metrics(0.0), "tde": tde,
-            "methods": {m.name: _method_or_reason(cache, m, alpha, val_cache) for m in methods_for(cache.head)},
+            "methods": methods,
             "val_images": None if val_cache is None else len(val_cache.labels),
             "train_counts": cache.train_counts, "class_names": cache.class_names,
             "thresholds": {"many": cache.many_threshold, "few": cache.few_threshold}}
+
+
+def rule_metrics(metrics: dict, method: str) -> dict:
+    """A method's metrics at its paper rule from a run's metrics: its own, or (``same_as``) the top-level entry
+    that is the same evaluation (TDE's rule is the run's alpha, the ``tde`` entry), written once."""
+    rule = metrics["methods"][method]["rule"]
+    return metrics[rule["same_as"]] if "same_as" in rule else rule["metrics"]
 
 
 def row_name(head: str, method: str | None, strength: float | None = None, how: str = "", loss: str = "ce") -> str:
@@ -228,7 +242,7 @@ def table_rows(metrics: dict) -> list[tuple[str, dict]]:
     for name, e in methods.items():
         if "rule" not in e:                 # unavailable on this run (format_table says why)
             continue
-        rows.append((row_name(head, name, e["rule"]["strength"], loss=loss), e["rule"]["metrics"]))
+        rows.append((row_name(head, name, e["rule"]["strength"], loss=loss), rule_metrics(metrics, name)))
         if e.get("val"):
             rows.append((row_name(head, name, e["val"]["strength"], "val", loss=loss), e["val"]["metrics"]))
     return rows

@@ -36,7 +36,10 @@ class AlphaExplorer:
         self.preset_alpha, self.alpha_max, self.step = float(preset_alpha), float(alpha_max), float(step)
         self.order = head_to_tail(cache.train_counts)
         self.rules = split_rules(cache.train_counts, cache.many_threshold, cache.few_threshold)
-        self.rule_alpha = rule_of_thumb_alpha(cache.features, cache.direction, cache.num_heads)
+        # the rule of thumb reads features: the validation split's when there is one, else (labelled) the test's
+        src = val_cache if val_cache is not None else cache
+        self.rule_source = "validation" if val_cache is not None else "test"
+        self.rule_alpha = rule_of_thumb_alpha(src.features, src.direction, src.num_heads)
         self.methods = {m.name: m for m in methods_for(cache.head)}
         self.base = MethodEvaluator(cache).metrics(0.0)          # the head's own logits: strength 0 of every method
         self.update_seconds: list[float] = []
@@ -96,7 +99,8 @@ class AlphaExplorer:
                "(train with val_per_class to have one)")
         lines = [f"{len(c.labels)} cached test features, {len(c.train_counts)} classes, {c.head} head; "
                  f"preset alpha {self.preset_alpha:g}; methods: {', '.join(self.methods)}", val,
-                 f"rule of thumb (alpha where mean alpha*cos(x, d_hat) is 1): alpha {self.rule_alpha:.3f}",
+                 f"rule of thumb (alpha where mean alpha*cos(x, d_hat) is 1, on the {self.rule_source} features): "
+                 f"alpha {self.rule_alpha:.3f}",
                  "splits: " + "; ".join(f"{k} {v}" for k, v in self.rules.items() if k != "overall"),
                  f"head/tail: classes with more training images than the median ({med:g}) vs the rest; "
                  "used because the reference thresholds can leave a split empty (CIFAR-10-LT has no few-shot class)"]
@@ -114,8 +118,9 @@ class AlphaExplorer:
         out.append(f"best overall accuracy: {100 * max(s['overall'] for s in sweep):.2f}% at {n} {best:g} "
                    "(for reading, chosen on test: not a result)")
         if self.method == "tde" and math.isfinite(self.rule_alpha):
-            out.append(f"rule of thumb alpha {self.rule_alpha:.3f}: "
-                       f"{100 * self.ev.metrics(self.rule_alpha)['overall']:.2f}%")
+            how = "" if self.rule_source == "validation" else ", for reading, chosen on test: not a result"
+            out.append(f"rule of thumb alpha {self.rule_alpha:.3f} (on the {self.rule_source} features{how}): "
+                       f"test accuracy {100 * self.ev.metrics(self.rule_alpha)['overall']:.2f}%")
         return "\n".join(out)
 
     def sweep_figure(self, sweep: list[dict]):

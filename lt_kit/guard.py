@@ -17,7 +17,7 @@ import torch
 
 from .errors import LtKitError
 
-RESUME_FREE = ("device", "num_workers", "eval_every", "fast_step")   # how a step runs, not what it computes
+RESUME_FREE = ("device", "num_workers", "eval_every", "fast_step", "download")   # how a step runs, not what it computes
 RUN_FILES = {"params.yaml", "version.json", "checkpoint.pt", "best.pt", "history.json", "subset_indices.npy",
              "val_indices.npy", "subset.json", "features.pt", "metrics.json", "evaluations.jsonl", "log.txt",
              "figures"}

@@ -98,16 +98,44 @@ def scan_folder(root: str | Path) -> tuple[list[str], list[tuple[str, int]]]:
     return classes, samples
 
 
+def same_path(a: str | Path, b: str | Path) -> bool:
+    """True when ``a`` and ``b`` name one file or folder (``~``, ``..`` and symlinks followed)."""
+    a, b = Path(a).expanduser(), Path(b).expanduser()
+    try:
+        if a.exists() and b.exists():
+            return a.samefile(b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def _not_the_test_set(key: str, path: Path, test_key: str, test: Path) -> None:
+    """A training or validation split read from the test set's own list or folder is refused: a choice made
+    on it, or training on it, would report a test-chosen result."""
+    if same_path(path, test):
+        use = "training on the test images" if key in ("data_root", "train_list") else \
+            "a validation split that is the test set"
+        raise LtKitError(f"{key} {path} is the test set ({test_key} {test}): {use} reports a test-chosen result; "
+                         f"point {key} at other images")
+
+
 def _imagenet_lt(params: dict, root: Path, num_classes: int):
-    """The three ImageNet-LT list files (val optional unless ``select_best``), labels checked."""
+    """The three ImageNet-LT list files (val optional unless ``select_best`` or ``eval_every`` needs it),
+    none of train and val the test list, labels checked."""
     given = {s: params[f"{s}_list"] for s in ("train", "val", "test")}
     lists = {s: Path(given[s]).expanduser() if given[s] else root / f"ImageNet_LT_{s}.txt" for s in given}
+    for split in ("train", "val"):
+        if split == "train" or given["val"] or lists["val"].is_file():
+            _not_the_test_set(f"{split}_list", lists[split], "test_list", lists["test"])
     train, test = read_list_file(lists["train"], root), read_list_file(lists["test"], root)
     if given["val"] or lists["val"].is_file():          # a val list named explicitly must exist
         val = read_list_file(lists["val"], root)
     elif params["select_best"]:
         raise LtKitError(f"select_best picks the best epoch on the val list, but {lists['val']} is not there; "
                          "give val_list=PATH or set select_best=false")
+    elif params["eval_every"]:
+        raise LtKitError(f"eval_every scores the val list every {params['eval_every']} epochs, but {lists['val']} "
+                         "is not there; give val_list=PATH or set eval_every=0")
     else:
         val = None
     for split, samples in (("train", train), ("val", val or []), ("test", test)):
@@ -119,9 +147,12 @@ def _imagenet_lt(params: dict, root: Path, num_classes: int):
 
 def _folder(params: dict, root: Path):
     """Train and test class-per-subfolder trees with the same class folders."""
-    names, train = scan_folder(root)
     if not params["test_root"]:
         raise LtKitError("dataset=folder needs test_root: a class-per-subfolder folder of balanced test images")
+    for key in ("data_root", "val_root"):
+        if params[key]:
+            _not_the_test_set(key, Path(params[key]).expanduser(), "test_root", Path(params["test_root"]).expanduser())
+    names, train = scan_folder(root)
     test_names, test = scan_folder(params["test_root"])
     if test_names != names:
         only_tr, only_te = sorted(set(names) - set(test_names)), sorted(set(test_names) - set(names))

@@ -20,16 +20,46 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .posthoc import log_prior
+from . import posthoc
 
 
-def logit_adjusted_loss(logits: Tensor, target: Tensor, class_counts, tau: float = 1.0,
-                        label_smoothing: float = 0.0) -> Tensor:
-    """Cross-entropy on ``logits + tau * log(prior)`` (prior = training class frequencies). ``class_counts``
-    may be the counts or their ``log_prior`` as a tensor (computed once, already on the device)."""
-    prior = class_counts if isinstance(class_counts, Tensor) else log_prior(class_counts)
-    shift = prior.to(logits.device, logits.dtype)
-    return F.cross_entropy(logits + tau * shift, target, label_smoothing=label_smoothing)
+def logit_adjusted_loss(logits: Tensor, target: Tensor, class_counts=None, tau: float = 1.0,
+                        label_smoothing: float = 0.0, *, log_prior: Tensor | None = None) -> Tensor:
+    """Cross-entropy on ``logits + tau * log(prior)`` (prior = training class frequencies).
+
+    Give either ``class_counts`` (a list or a tensor: counts, whatever their type) or, by keyword,
+    ``log_prior`` = ``posthoc.log_prior(counts)`` (computed once, already on the device). A log prior is
+    checked to be one (a float tensor, one entry per class, whose exp sums to 1): counts passed there are
+    refused, never silently used as a shift."""
+    if (class_counts is None) == (log_prior is None):
+        raise ValueError("give class_counts or log_prior (keyword), exactly one of them")
+    if log_prior is None:
+        shift = posthoc.log_prior(class_counts)
+    else:
+        shift = check_log_prior(log_prior, logits.shape[-1])
+    return adjusted_cross_entropy(logits, target, shift, tau, label_smoothing)
+
+
+def check_log_prior(log_prior, num_classes: int) -> Tensor:
+    """``log_prior`` if it is the log of ``num_classes`` class frequencies, else ``ValueError`` saying so."""
+    if not isinstance(log_prior, Tensor) or not log_prior.is_floating_point() or log_prior.shape != (num_classes,):
+        got = (f"a {log_prior.dtype} tensor of shape {tuple(log_prior.shape)}" if isinstance(log_prior, Tensor)
+               else type(log_prior).__name__)
+        raise ValueError(f"log_prior must be a float tensor of {num_classes} classes' log frequencies "
+                         f"(posthoc.log_prior(counts)), got {got}; pass counts as class_counts")
+    total = float(torch.logsumexp(log_prior.detach().double(), 0))
+    if not bool(torch.isfinite(log_prior).all()) or abs(total) > 1e-3:
+        raise ValueError(f"log_prior is not a log prior: its exp sums to exp({total:.4g}), not 1 (class counts? "
+                         "pass them as class_counts)")
+    return log_prior
+
+
+def adjusted_cross_entropy(logits: Tensor, target: Tensor, shift: Tensor, tau: float,
+                           label_smoothing: float = 0.0) -> Tensor:
+    """The loss itself, unchecked: ``shift`` is a log prior already built (the training step calls this every
+    step with ``methods``' precomputed one, with no host sync)."""
+    return F.cross_entropy(logits + tau * shift.to(logits.device, logits.dtype), target,
+                           label_smoothing=label_smoothing)
 
 
 def ldam_margins(class_counts, max_margin: float = 0.5) -> Tensor:

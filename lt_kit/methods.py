@@ -146,11 +146,11 @@ def _make_ce(params, counts, epoch, device=None):
 
 
 def _make_logit_adjusted(params, counts, epoch, device=None):
-    from .losses import logit_adjusted_loss
+    from .losses import adjusted_cross_entropy
     from .posthoc import log_prior
     tau, ls = params["loss_tau"], params.get("label_smoothing", 0.0)
     prior = log_prior(counts).to(device)            # on the device once: no copy inside a step (or a CUDA graph)
-    return lambda logits, y: logit_adjusted_loss(logits, y, prior, tau, ls)
+    return lambda logits, y: adjusted_cross_entropy(logits, y, prior, tau, ls)
 
 
 def _make_ldam_drw(params, counts, epoch, device=None):

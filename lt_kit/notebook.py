@@ -18,12 +18,13 @@ from typing import Any
 
 import yaml
 
-from .config import PARAMS, resolve
+from .config import DEFAULTS, PARAMS, resolve
 from .errors import LtKitError
 
 # Parameters a notebook has besides lt_kit's own (config.PARAMS): name -> (type, help).
 TRAIN_ONLY: dict[str, tuple[type, str]] = {
-    "run_dir": (str, "run folder (relative paths: from the repository root when run from notebooks/)"),
+    "run_dir": ((str, type(None)), "run folder (relative paths: from the repository root when run from notebooks/); "
+                                    "None: runs/train for the default data set, runs/train_<dataset> for another"),
     "overwrite": (bool, "replace an earlier run in run_dir (it is moved aside, not deleted)"),
     "resume": (bool, "continue the run in run_dir from its last complete epoch"),
 }
@@ -130,6 +131,12 @@ class TrainJob:
                 f"device {p['device']}, seed {p['seed']}\nrun dir: {self.run_dir}{mode}")
 
 
+def default_run_dir(dataset: Any) -> str:
+    """train.ipynb's run folder when ``run_dir`` is None: ``runs/train`` for the default data set (what the
+    analysis notebooks open by default), ``runs/train_<dataset>`` for another."""
+    return "runs/train" if dataset in (None, DEFAULTS["dataset"]) else f"runs/train_{dataset}"
+
+
 def check_train_parameters(namespace: dict) -> TrainJob:
     """Validate train.ipynb's parameters (pass ``globals()``) and resolve them with the dataset's recipe.
 
@@ -145,6 +152,8 @@ def check_train_parameters(namespace: dict) -> TrainJob:
     overrides = {k: namespace[k] for k in PARAMS}
     if extra["overwrite"] and extra["resume"]:
         raise LtKitError("set either overwrite or resume, not both")
+    if extra["run_dir"] is None:     # named after the data set: the digits demo and a CIFAR run never share one
+        extra["run_dir"] = default_run_dir(namespace["dataset"])
     if not extra["run_dir"]:
         raise LtKitError("run_dir is empty; name a folder for the run (for example runs/train)")
     run_dir = Path(resolve_path(extra["run_dir"]))

@@ -31,9 +31,13 @@ def check_strength(name: str, value: float, minimum: float = 0.0) -> float:
 
 
 def log_prior(class_counts) -> Tensor:
-    """log of the training class frequencies, (C,) float32. A class with no training image has prior 0:
-    its log is -inf and logit adjustment would always predict it, so such counts are refused."""
-    counts = torch.as_tensor(list(class_counts), dtype=torch.float64)
+    """log of the training class frequencies, (C,) float32 on the CPU, from counts (a list or a tensor). A
+    class with no training image has prior 0: its log is -inf and logit adjustment would always predict it, so
+    such counts are refused, and so are negative ones (a log prior passed where counts belong)."""
+    counts = (class_counts.detach().cpu() if isinstance(class_counts, Tensor)
+              else torch.as_tensor(list(class_counts))).to(torch.float64).flatten()
+    if (counts < 0).any():
+        raise ValueError("class counts must be >= 0, got a negative one (a log prior? pass the counts)")
     if (counts <= 0).any():
         raise ValueError("logit adjustment needs every class in the training split (a class count is 0)")
     return (counts / counts.sum()).log().float()

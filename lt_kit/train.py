@@ -17,7 +17,7 @@ from . import distributed as D
 from . import sam
 from .augment import Mixer, make_mixer
 from .build import build_data, build_model, resolve_device
-from .errors import LtKitError, check_losses
+from .errors import LtKitError, check_losses, on_every_rank
 from .guard import env_rank
 from .lock import RunLock
 from .evaluate import AlphaEvaluator, FeatureCache, MethodEvaluator, extract_features, format_table, summary
@@ -113,6 +113,10 @@ def _fit(params: dict, run_dir, *, resume: bool, overwrite: bool, progress: bool
     device = resolve_device(params["device"])
     dist = D.setup(device)
     device = D.local_device(device, dist)
+    blockers = fast_step_blockers(params, dist.world_size) if params["fast_step"] else []
+    if blockers:                        # before the run dir is checked or written, on every rank alike
+        raise on_every_rank(LtKitError(f"fast_step=true cannot run this job ({'; '.join(blockers)}); set "
+                                       "fast_step=false"))
     run = RunDir(run_dir)
     run.check(params, resume=resume, overwrite=overwrite)     # refuse before any work, write after the data loads
     resume = resume and (run / "checkpoint.pt").is_file()      # no complete epoch yet: start again (guard.py)
@@ -129,9 +133,6 @@ def _fit(params: dict, run_dir, *, resume: bool, overwrite: bool, progress: bool
         model = D.convert_sync_bn(model, dist, device)
     model = model.to(device, memory_format=torch.channels_last if params["channels_last"] else torch.preserve_format)
     if params["fast_step"]:
-        blockers = fast_step_blockers(params, dist.world_size)
-        if blockers:
-            raise LtKitError(f"fast_step=true cannot run this job ({'; '.join(blockers)}); set fast_step=false")
         optimizer = make_optimizer(model, params, device)
     else:
         optimizer = torch.optim.SGD(model.parameters(), lr=params["lr"], momentum=params["momentum"],

@@ -60,8 +60,8 @@ save_and_show({"methods": comparison_figure(curves, explorer.cache.head)}, explo
 # Overall, many, medium and few (reference thresholds), plus head / tail split at the median training count,
 # which stays meaningful where the reference thresholds leave a split empty (CIFAR-10-LT has no few-shot
 # class). Marked: the paper rule, the validation-chosen strength, for TDE the reference's rule of thumb (the
-# alpha at which the mean of alpha times cos(x, d_hat) over the test features is 1), and the best on test,
-# for reading.
+# alpha at which the mean of alpha times cos(x, d_hat) is 1, over the validation features when the run has
+# them, else over the test features and labelled for reading), and the best on test, for reading.
 
 # %%
 sweep = explorer.sweep(p["sweep_step"])

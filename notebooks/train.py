@@ -24,8 +24,8 @@
 # mkdir -p runs   # papermill writes its output notebook first
 # # the embedded digits (no download), into runs/train
 # papermill notebooks/train.ipynb runs/train.ipynb
-# # the reference CIFAR-10-LT ResNet-32 recipe
-# papermill notebooks/train.ipynb runs/c10.ipynb -p dataset cifar10_lt -p run_dir runs/c10
+# # the reference CIFAR-10-LT ResNet-32 recipe, into runs/train_cifar10_lt (CIFAR is fetched if data/ lacks it)
+# papermill notebooks/train.ipynb runs/c10.ipynb -p dataset cifar10_lt
 # # a preset from params/
 # papermill notebooks/train.ipynb runs/c100.ipynb -f params/cifar100_lt_resnet32.yaml -p run_dir runs/c100
 # ```
@@ -55,8 +55,8 @@ alpha: Optional[float] = None  # TDE strength at test time; 0 is De-confound wit
 device: str = "auto"  # auto (CUDA when present, else CPU), cpu, cuda, cuda:N, mps
 seed: Optional[int] = None  # seed of initialisation, shuffling and augmentation
 data_root: Optional[str] = None  # folder holding the data (torchvision layout for CIFAR); None: data
-download: Optional[bool] = None  # fetch CIFAR with torchvision when data_root lacks it
-run_dir: str = "runs/train"  # the run folder this notebook writes
+download: bool = True  # fetch CIFAR with torchvision when data_root lacks it
+run_dir: Optional[str] = None  # the run folder this notebook writes; None: runs/train (digits), runs/train_<dataset>
 overwrite: bool = False  # replace an earlier run in run_dir (it is moved aside, not deleted)
 resume: bool = False  # continue the run in run_dir from its last complete epoch
 # Every other lt_kit parameter (`python -m lt_kit params` explains each); None: the recipe's value.
@@ -93,8 +93,8 @@ schedule: Optional[str] = None  # warmup_multistep or cosine (stepped once per e
 warmup_epochs: Optional[int] = None  # linear warm-up epochs (warmup_multistep)
 milestones: Optional[list[int]] = None  # epochs at which lr is multiplied by lr_factor (warmup_multistep)
 lr_factor: Optional[float] = None  # lr multiplier at each milestone
-select_best: Optional[bool] = None  # keep the epoch best on the val split (imagenet_lt); else the last epoch
-eval_every: Optional[int] = None  # evaluate the val/test split every N epochs (0: only after training)
+select_best: Optional[bool] = None  # keep the epoch best on the validation split (needs one); else the last epoch
+eval_every: Optional[int] = None  # score the validation split every N epochs (needs one; 0: only after training)
 many_threshold: Optional[int] = None  # many-shot: more than this many training images
 few_threshold: Optional[int] = None  # few-shot: fewer than this many training images
 channels_last: Optional[bool] = None  # channels-last memory format (default on: faster on the CPU and GPUs)

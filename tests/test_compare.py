@@ -136,14 +136,34 @@ def test_methods_are_evaluations_named_by_their_path(tmp_path):
         ["softmax", "tde", "logit_adjust/rule", "logit_adjust/val"]
     nan_few = {**entry([0.9, 0.8, 0.7, 0.6, 0.5]), "few": math.nan}    # CIFAR-10-LT: no few-shot class
     assert list(evaluations({"softmax": nan_few, "methods": {"softmax": {"rule": {"metrics": dict(nan_few)}}}})) \
-        == ["softmax"]
+        == ["softmax", "softmax/rule"]                                 # equal values, another evaluation: kept
     make_run(tmp_path / "m1", seed=1)                                  # an older run: no methods
     c = compare_runs([str(tmp_path / "m*")])
     rows = {r["key"]: r for r in c.rows()}
     assert rows["softmax"]["n"] == 2 and rows["logit_adjust/rule"]["n"] == 1
+    assert f"logit_adjust/rule: n=1 of 2; {tmp_path / 'm1'} lacks it (its metrics.json has no post-hoc methods" \
+        in c.text()                                                    # a row short of its group says why
     assert rows["logit_adjust/rule"]["stats"]["overall"] == pytest.approx((1, 0.6, math.nan), nan_ok=True)
     with pytest.raises(LtKitError, match="no run holds the evaluation 'ldam'; these runs hold: softmax, tde"):
         c.rows(["ldam"])
+
+
+def test_a_validation_choice_equal_to_the_rule_keeps_its_seed(tmp_path, capsys):
+    """Seed 0's validation split chose the preset alpha, so its tde/val entry equals its tde entry: still
+    seed 0's tde/val, averaged with the others; tde/rule is the tde entry itself (by path), one row."""
+    tde = {0: (0.8, 0.8, 0.7, 0.6, 0.5), 1: (0.7, 0.7, 0.7, 0.6, 0.5), 2: (0.9, 0.8, 0.6, 0.6, 0.4)}
+    for seed, acc in tde.items():
+        chosen = (1.0, entry(list(acc))) if seed == 0 else (1.5, entry([0.6] * 5))
+        methods = {"tde": {"rule": {"strength": 1.0, "metrics": entry(list(acc))},       # older runs' copy
+                           "val": {"strength": chosen[0], "metrics": chosen[1]}}}
+        make_run(tmp_path / f"r{seed}", seed=seed, tde=acc, methods=methods)
+    c = compare_runs([str(tmp_path / "r*")])
+    rows = {r["key"]: r for r in c.rows()}
+    assert list(rows) == ["softmax", "tde", "tde/val"]
+    assert (rows["tde/val"]["n"], rows["tde/val"]["seeds"]) == (3, "0,1,2")
+    assert rows["tde/val"]["stats"]["overall"][1] == pytest.approx((entry(list(tde[0]))["overall"] + 2 * 0.6) / 3)
+    assert main(["compare", str(tmp_path / "r*")]) == 0
+    assert re.search(r"tde/val +3 +0,1,2 ", capsys.readouterr().out)
 
 
 def test_tde_at_another_alpha_is_another_group(tmp_path):
@@ -163,12 +183,31 @@ def test_a_repeated_seed_is_pointed_out(tmp_path):
 
 
 def test_ignore_lets_a_parameter_differ_inside_a_group(tmp_path):
-    make_run(tmp_path / "r0", seed=0, device="cpu")
-    make_run(tmp_path / "r1", seed=1, device="cuda")
+    make_run(tmp_path / "r0", seed=0, weight_decay=5e-4)
+    make_run(tmp_path / "r1", seed=1, weight_decay=1e-4)
     assert len(compare_runs([str(tmp_path / "r*")]).groups) == 2
-    assert [g.seeds for g in compare_runs([str(tmp_path / "r*")], ignore=["device"]).groups] == [[0, 1]]
+    c = compare_runs([str(tmp_path / "r*")], ignore=["weight_decay"])
+    assert [g.seeds for g in c.groups] == [[0, 1]]
+    assert any(n.startswith("not told apart") and "weight_decay (0.0001, 0.0005)" in n for n in c.notes())
     with pytest.raises(LtKitError, match="unknown parameter 'devise' to ignore"):
         compare_runs([str(tmp_path / "r*")], ignore=["devise"])
+
+
+def test_settings_that_cannot_change_a_result_do_not_split_groups(tmp_path):
+    """Where the data lies, where and how fast a run ran: one group, and the table says what it did not tell
+    apart. A folder data set's data_root is its data, so it still splits."""
+    make_run(tmp_path / "r0", seed=0)
+    make_run(tmp_path / "r1", seed=1, data_root="/elsewhere", device="cpu", num_workers=0, download=True,
+             cudnn_benchmark=False, channels_last=False, compile=True)
+    c = compare_runs([str(tmp_path / "r*")])
+    assert [g.seeds for g in c.groups] == [[0, 1]] and c.groups[0].label == "digits_lt r20 causal_norm"
+    note = next(n for n in c.notes() if n.startswith("not told apart"))
+    for key in ("data_root", "device", "num_workers", "download", "cudnn_benchmark", "channels_last", "compile"):
+        assert key in note
+    assert "device (auto, cpu)" in note and "--ignore" in note
+    make_run(tmp_path / "f0", seed=0, dataset="folder", data_root="/cats", imbalance_ratio=1.0)
+    make_run(tmp_path / "f1", seed=1, dataset="folder", data_root="/dogs", imbalance_ratio=1.0)
+    assert [g.seeds for g in compare_runs([str(tmp_path / "f*")]).groups] == [[0], [1]]
 
 
 # --------------------------------------------------------------------------- folders that cannot be compared
@@ -224,6 +263,18 @@ def test_a_folder_of_runs_says_to_use_a_glob(mixed):
     with pytest.raises(LtKitError, match=r"no run to compare among 1 given .*not a run \(no params.yaml\); it "
                                          r"holds 6 run dirs: pass .*/\*"):
         compare_runs([str(mixed)])
+
+
+def test_the_unfinished_hint_is_a_command_that_works(smoke_copy, capsys):
+    """Every epoch trained, nothing evaluated (stopped before the end): the hint's command evaluates it."""
+    for f in ("metrics.json", "evaluated.pt", "features.pt"):
+        (smoke_copy / f).unlink()
+    with pytest.raises(LtKitError) as e:
+        read_run(smoke_copy)
+    command = re.search(r"`python -m lt_kit (.+?)`", str(e.value))
+    assert command and "all 3 epochs trained, not evaluated" in str(e.value), str(e.value)
+    assert main(command.group(1).split()) == 0, capsys.readouterr().err
+    assert read_run(smoke_copy).evaluations["tde"]["overall"] >= 0
 
 
 def test_read_run_errors_are_one_line(mixed):

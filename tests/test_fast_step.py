@@ -107,6 +107,26 @@ def test_fast_step_refuses_what_it_cannot_run():
         resolve({"fast_step": True, "dataset": "folder"})
 
 
+def test_fast_step_under_torchrun_is_refused_before_the_run_dir_is_written(tmp_path, monkeypatch, capsys):
+    """Two processes (torchrun's environment; the process group faked): refused as one process refuses
+    mixup, by the CLI's parameter check and by ``fit`` itself, and nothing is written."""
+    from lt_kit import distributed as D
+    from lt_kit.cli import main
+    monkeypatch.setattr(D, "setup", lambda device: D.DistInfo(0, 2, 0))
+    monkeypatch.setattr(D, "barrier", lambda info: None)
+    params = resolve({"fast_step": True, "device": "cpu", "epochs": 1})     # resolved before WORLD_SIZE is set
+    for k, v in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(k, v)
+    run = tmp_path / "run"
+    with pytest.raises(LtKitError, match="distributed runs all-reduce every step"):
+        fit(params, run, progress=False)
+    assert not run.exists()
+    assert main(["train", "--set", "fast_step=true", "--set", "device=cpu", "--run-dir", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: fast_step=true cannot run") and "distributed runs all-reduce" in err, err
+    assert not run.exists()
+
+
 def test_captured_criterion_is_kept_until_its_phase_changes():
     """A graph reads the device tensors of the criterion it captured: a new criterion object of the same phase
     must not replace it (its tensors would be freed); a new phase (DRW's switch) recaptures with the new one."""

@@ -141,6 +141,39 @@ def test_imagenet_lt_list_checks(tmp_path):
     assert load_file_dataset(resolve(base), info)["val"] is None           # no val list: fine ...
     with pytest.raises(LtKitError, match="select_best picks the best epoch on the val list"):
         load_file_dataset(resolve({**base, "select_best": True}), info)   # ... unless it must pick on it
+    with pytest.raises(LtKitError, match="eval_every scores the val list"):
+        load_file_dataset(resolve({**base, "eval_every": 1}), info)       # ... or score it
+
+
+def test_eval_every_without_a_val_list_is_refused_before_the_run_is_written(tmp_path, capsys):
+    data = imagenet_lt_tree(tmp_path / "imagenet", train=(2, 1, 1), val=1, test=1)
+    (data / "ImageNet_LT_val.txt").unlink()
+    run = tmp_path / "run"
+    sets = [*TINY, "dataset=imagenet_lt", f"data_root={data}", "epochs=1", "batch_size=2", "eval_every=1"]
+    assert main(["train", *[a for s in sets for a in ("--set", s)], "--run-dir", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: eval_every scores the val list") and err.count("\n") == 1, err
+    assert not run.exists()
+
+
+def test_a_validation_or_training_split_that_is_the_test_set_is_refused(tmp_path):
+    data = imagenet_lt_tree(tmp_path / "imagenet", train=(2, 1, 1), val=1, test=1)
+    info = dataset_info("imagenet_lt")
+    base = {"dataset": "imagenet_lt", "data_root": str(data), "image_size": 32}
+    with pytest.raises(LtKitError, match="val_list .*ImageNet_LT_test.txt is the test set .test_list .*a "
+                                         "validation split that is the test set"):
+        load_file_dataset(resolve({**base, "val_list": str(data / "ImageNet_LT_test.txt")}), info)
+    with pytest.raises(LtKitError, match="train_list .* is the test set"):         # given through another path
+        load_file_dataset(resolve({**base, "train_list": str(data / "." / "ImageNet_LT_test.txt")}), info)
+    train = folder_tree(tmp_path / "train", {"a": 2, "b": 2})
+    test = folder_tree(tmp_path / "test", {"a": 1, "b": 1})
+    (tmp_path / "link").symlink_to(test, target_is_directory=True)
+    base = {"dataset": "folder", "data_root": str(train), "test_root": str(test), "image_size": 32}
+    for val in (test, tmp_path / "link"):
+        with pytest.raises(LtKitError, match="val_root .* is the test set .test_root"):
+            load_file_dataset(resolve({**base, "val_root": str(val)}), dataset_info("folder"))
+    with pytest.raises(LtKitError, match="data_root .* is the test set .test_root .*training on the test"):
+        load_file_dataset(resolve({**base, "data_root": str(test)}), dataset_info("folder"))
 
 
 # --------------------------------------------------------------------------- your own folder
@@ -203,7 +236,8 @@ def test_folder_checks(tmp_path):
     with pytest.raises(LtKitError, match="has no class subfolders"):
         load_file_dataset(resolve({**base, "data_root": str(tmp_path / "flat"), "test_root": str(train)}), info)
     (train / "a" / "0.jpg").write_bytes(b"truncated")                   # files are checked at read time
-    d = load_file_dataset(resolve({**base, "test_root": str(train)}), info)
+    d = load_file_dataset(resolve({**base, "test_root": str(folder_tree(tmp_path / "test", {"a": 1, "b": 1}))}),
+                          info)
     with pytest.raises(LtKitError, match=r"cannot read image .*0\.jpg"):
         d["train"][0]
 

@@ -29,6 +29,29 @@ def test_logit_adjusted_loss_by_hand():
     assert logit_adjusted_loss(logits, y, [3, 1], 1.0).item() == pytest.approx(-(p[0, 1] / p.sum()).log().item(), rel=1e-6)
 
 
+def test_logit_adjusted_loss_says_what_its_prior_argument_is():
+    """Counts as a list or as a tensor are counts; a log prior is given by keyword and checked to be one."""
+    from lt_kit.posthoc import log_prior
+    logits, y = torch.zeros(2, 2), torch.tensor([0, 1])
+    expect = -(math.log(5000 / 5050) + math.log(50 / 5050)) / 2                       # 2.3125
+    for counts in ([5000, 50], torch.tensor([5000, 50]), torch.tensor([5000.0, 50.0])):
+        assert logit_adjusted_loss(logits, y, counts).item() == pytest.approx(expect, rel=1e-5)
+    assert logit_adjusted_loss(logits, y, log_prior=log_prior([5000, 50])).item() == pytest.approx(expect, rel=1e-5)
+    for wrong in (torch.tensor([5000, 50]), torch.tensor([5000.0, 50.0]), torch.tensor([0.0, 0.0]), [-0.01, -4.6]):
+        with pytest.raises(ValueError, match="log_prior"):
+            logit_adjusted_loss(logits, y, log_prior=wrong)
+    with pytest.raises(ValueError, match="log_prior .*2 classes"):
+        logit_adjusted_loss(logits, y, log_prior=log_prior([1, 2, 3]))
+    with pytest.raises(ValueError, match="class_counts or log_prior"):
+        logit_adjusted_loss(logits, y, [5000, 50], log_prior=log_prior([5000, 50]))
+    with pytest.raises(ValueError, match="class_counts or log_prior"):
+        logit_adjusted_loss(logits, y)
+    with pytest.raises(ValueError, match="negative .*log prior"):
+        logit_adjusted_loss(logits, y, log_prior([5000, 50]))                         # a log prior as counts
+    with pytest.raises(TypeError):
+        logit_adjusted_loss(logits, y, None, 1.0, 0.0, log_prior([5000, 50]))          # keyword only
+
+
 def test_ldam_margins_and_drw_weights_by_hand():
     m = ldam_margins([5000, 50], 0.5)                 # n^-1/4: 5000^-.25, 50^-.25; the largest scaled to 0.5
     assert m[1].item() == pytest.approx(0.5)

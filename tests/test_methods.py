@@ -11,7 +11,7 @@ from lt_kit import logit_adjust, tau_normalize
 from lt_kit.config import load_params_file, resolve
 from lt_kit.data import balanced_val_indices, long_tail_indices, load_tensor_dataset
 from lt_kit.errors import LtKitError
-from lt_kit.evaluate import FeatureCache, MethodEvaluator, choose_on_val, format_table, summary
+from lt_kit.evaluate import FeatureCache, MethodEvaluator, choose_on_val, format_table, rule_metrics, summary
 from lt_kit.methods import POSTHOC, get_method, head_logits, methods_for
 from lt_kit.models import HEADS
 from lt_kit.tde import tde_logits
@@ -127,7 +127,7 @@ def test_choose_on_val_is_the_best_val_strength_by_brute_force():
 def test_summary_without_a_val_split_chooses_nothing():
     m = summary(make_cache("causal_norm"), 1.0, None)
     assert m["val_images"] is None and all(e["val"] is None for e in m["methods"].values())
-    assert m["methods"]["tde"]["rule"]["metrics"] == m["tde"]
+    assert rule_metrics(m, "tde") == m["tde"] and "metrics" not in m["methods"]["tde"]["rule"]
     text = format_table(m)
     assert "De-confound-TDE (a=1)" in text and ", val)" not in text and "no validation split" in text
     assert "for reading, chosen on test: TDE alpha=" in text
@@ -170,6 +170,18 @@ def val_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("val") / "run"
     fit(smoke(val_per_class=5, select_best=True, epochs=3), run, progress=False)
     return run
+
+
+def test_each_evaluation_is_written_once(val_run):
+    """TDE's paper rule is the run's alpha: methods/tde/rule points at the tde entry instead of copying it."""
+    m = json.loads((val_run / "metrics.json").read_text())
+    text = (val_run / "metrics.json").read_text()
+    written = ["softmax", "tde", *(f"{k}/{how}" for k, e in m["methods"].items() for how in ("rule", "val")
+                                   if isinstance(e.get(how), dict) and "metrics" in e[how])]
+    assert "tde/rule" not in written and "tde/val" in written
+    assert text.count('"per_class"') == len(written)
+    assert m["methods"]["tde"]["rule"] == {"strength": m["alpha"], "how": POSTHOC["tde"].rule_text, "same_as": "tde"}
+    assert [r for r in format_table(m).splitlines() if r.startswith("De-confound-TDE (a=1)")]
 
 
 def test_a_run_with_a_val_split_caches_it_and_chooses_on_it(val_run):

@@ -93,7 +93,8 @@ def test_jupytext_pair_in_step(name):
 def test_defaults_are_the_embedded_recipe(tmp_path):
     ns = {**cell_defaults("train"), "run_dir": str(tmp_path / "run")}
     job = check_train_parameters(ns)
-    assert job.params == {**resolve({}), "data_root": resolve_path("data")} and job.run_dir == tmp_path / "run"
+    assert job.params == {**resolve({}), "data_root": resolve_path("data"), "download": True}   # fetched if missing
+    assert job.run_dir == tmp_path / "run"
     assert not job.overwrite and not job.resume and "digits_lt ratio 20, resnet32" in repr(job)
 
 
@@ -115,9 +116,65 @@ def test_a_preset_through_the_notebook_equals_the_cli(preset, tmp_path, monkeypa
     values = yaml.safe_load(preset.read_text()) or {}
     ns = {**cell_defaults("train"), **values, "run_dir": str(tmp_path / "run"),
           "In": ["", "# Parameters\n" + "\n".join(f"{k} = {v!r}" for k, v in values.items())]}
-    want = resolve(load_params_file(preset))
+    want = resolve({"download": True, **load_params_file(preset)})     # the notebook fetches missing CIFAR
     want.update({k: resolve_path(want[k]) for k in PATH_PARAMS if k in want})
     assert check_train_parameters(ns).params == want
+
+
+def test_selection_parameters_name_the_validation_split():
+    declared = pm.inspect_notebook(str(NB / "train.ipynb"))
+    assert not [p["name"] for p in declared.values() if "val/test" in p["help"]]
+    assert all("validation split" in declared[k]["help"] for k in ("eval_every", "select_best"))
+
+
+def test_the_default_run_dir_names_the_data_set(tmp_path, monkeypatch):
+    """The demo (digits, runs/train), then ``-p dataset cifar10_lt``: the second goes to its own folder."""
+    monkeypatch.chdir(tmp_path)
+    demo = check_train_parameters(cell_defaults("train"))
+    assert demo.run_dir == tmp_path / "runs" / "train"
+    demo.run_dir.mkdir(parents=True)
+    for f in ("params.yaml", "metrics.json"):                          # the demo's finished run
+        (demo.run_dir / f).write_text("{}")
+    job = check_train_parameters({**cell_defaults("train"), "dataset": "cifar10_lt"})
+    assert job.run_dir == tmp_path / "runs" / "train_cifar10_lt"
+    with pytest.raises(LtKitError, match="holds an earlier run"):
+        check_train_parameters(cell_defaults("train"))
+    assert check_train_parameters({**cell_defaults("train"), "run_dir": "runs/mine"}).run_dir == \
+        tmp_path / "runs" / "mine"
+
+
+def test_missing_cifar_is_fetched_and_without_a_network_says_where_to_put_it(tmp_path, monkeypatch):
+    """``-p dataset cifar10_lt`` on a machine without the data: torchvision is asked to download it; when
+    that fails (no network here: torchvision's download is replaced), one line says where the data goes."""
+    import urllib.error
+
+    import torchvision.datasets as tvd
+
+    from lt_kit.train import fit
+    calls = []
+
+    class Offline:
+        def __init__(self, root, train, download):
+            calls.append((root, download))
+            raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+    monkeypatch.setattr(tvd, "CIFAR10", Offline)
+    monkeypatch.chdir(tmp_path)
+    job = check_train_parameters({**cell_defaults("train"), "dataset": "cifar10_lt"})
+    assert job.params["download"] is True
+    with pytest.raises(LtKitError) as e:
+        fit(job.params, job.run_dir, progress=False)
+    msg = str(e.value)
+    assert calls == [(str(tmp_path / "data"), True)]
+    assert "\n" not in msg and "Temporary failure in name resolution" in msg, msg
+    assert f"put cifar-10-batches-py/ in {tmp_path / 'data'}" in msg and "cifar-10-python.tar.gz" in msg, msg
+    assert not job.run_dir.exists()
+
+
+def test_the_notebook_resumes_a_run_the_cli_started(smoke_copy):
+    """The cell's download=True against the CLI's download=false: where the data comes from, not what is
+    computed, so it does not block a resume."""
+    job = check_train_parameters({**cell_defaults("train"), "run_dir": str(smoke_copy), "resume": True})
+    assert job.resume and job.params["download"] is True and job.params["epochs"] == 3
 
 
 def test_train_parameter_errors(tmp_path):

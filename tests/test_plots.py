@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,6 +155,35 @@ def test_explorer_render_tracks_the_evaluator_and_is_fast(cache):
     b = ex.benchmark(5)
     assert b["updates"] == 5 and b["median_ms"] < 1000     # "well under a second"; ~20-50 ms on a 2-core CPU
     assert math.isfinite(ex.rule_alpha) and "rule of thumb" in ex.describe()
+
+
+def test_rule_of_thumb_alpha_comes_from_the_validation_split_or_says_test(cache, tmp_path):
+    """The explorer and bench/alpha_sweep.py compute the rule of thumb on the validation features when the
+    run has them; without them it is computed on the test features, and its accuracy is labelled so."""
+    from lt_kit.tde import rule_of_thumb_alpha
+    val = make_cache(n_per_class=8, seed=9)
+    on_val = rule_of_thumb_alpha(val.features, val.direction, val.num_heads)
+    on_test = rule_of_thumb_alpha(cache.features, cache.direction, cache.num_heads)
+    assert on_val != pytest.approx(on_test)
+    ex, no_val = AlphaExplorer(cache, preset_alpha=1.0, val_cache=val), AlphaExplorer(cache, preset_alpha=1.0)
+    assert (ex.rule_alpha, no_val.rule_alpha) == (on_val, on_test)
+    for e, where in ((ex, "validation"), (no_val, "test")):
+        line = next(ln for ln in e.sweep_summary(e.sweep(0.25)).splitlines() if ln.startswith("rule of thumb"))
+        assert f"on the {where} features" in line and "test accuracy" in line, line
+        assert f"on the {where} features" in e.describe()
+    assert "for reading, chosen on test" in line
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from alpha_sweep import sweep_markdown
+    import yaml
+    from lt_kit.config import resolve
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "params.yaml").write_text(yaml.safe_dump(resolve({})))
+    cache.save(run / "features.pt")
+    assert f"on the test features, for reading: {on_test:.2f}" in sweep_markdown(run)
+    val.save(run / "val_features.pt")
+    assert f"on the validation features: {on_val:.2f}" in sweep_markdown(run)
 
 
 def test_explorer_slider_updates_label_and_figure(cache, monkeypatch):
