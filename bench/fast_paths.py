@@ -7,7 +7,8 @@ Paths, each a fresh model (seed 0) trained for N epochs of the reference recipe 
   fast       ``FastStep`` (``fast_step=true``): the whole step on static buffers, a CUDA graph on CUDA;
   fast_bf16  the same with bf16 autocast on the backbone (head and features float32);
   bound      one batch already on the device, forward + backward + fused SGD captured (CUDA) and replayed
-             N * steps times: no input path, no direction update, no bookkeeping.
+             N * steps times: no input path, no direction update, no bookkeeping;
+  eager_bf16, bound_bf16   eager and bound with the backbone under bf16 autocast (any device).
 Each figure is a measured wall time (``torch.cuda.synchronize`` before and after), never a projection.
 
     python bench/fast_paths.py --check --device cuda          # captured == eager, bit for bit (deterministic cuDNN)
@@ -28,10 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lt_kit.fast_step import FastStep, make_optimizer  # noqa: E402
 from lt_kit.methods import make_criterion  # noqa: E402
 from lt_kit.models import LTModel  # noqa: E402
+from lt_kit.precision import autocast  # noqa: E402
 from lt_kit.schedule import lr_at, mu_at  # noqa: E402
 from lt_kit.train import train_one_epoch  # noqa: E402
 
-PATHS = ("eager", "fast", "fast_bf16", "bound")
+PATHS = ("eager", "fast", "fast_bf16", "bound", "eager_bf16", "bound_bf16")
 
 
 def _sync(device):
@@ -59,36 +61,38 @@ def solo(path: str, params: dict, loader, counts, device, epochs: int) -> dict:
     steps, bs = len(loader), loader.batch_size
     _sync(device)
     t0 = time.perf_counter()
-    if path == "eager":
+    base, bf16 = path.removesuffix("_bf16"), path.endswith("_bf16")
+    if path not in PATHS:
+        raise ValueError(f"unknown path {path!r}; valid: {', '.join(PATHS)}")
+    if base == "eager":
         opt = torch.optim.SGD(model.parameters(), lr=params["lr"], momentum=params["momentum"],
                               weight_decay=params["weight_decay"])
         for e, lr, mu in _schedule(params, epochs):
             for g in opt.param_groups:
                 g["lr"] = lr
             loader.set_epoch(e)
-            stats = train_one_epoch(model, loader, opt, mu=mu, epoch=e, criterion=crit)
-    elif path in ("fast", "fast_bf16"):
-        runner = FastStep(model, loader, make_optimizer(model, params, device), bf16=path == "fast_bf16")
+            stats = train_one_epoch(model, loader, opt, mu=mu, epoch=e, criterion=crit, bf16=bf16)
+    elif base == "fast":
+        runner = FastStep(model, loader, make_optimizer(model, params, device), bf16=bf16)
         for e, lr, mu in _schedule(params, epochs):
             stats = runner.run_epoch(e, lr, mu, crit, phase=("ce",))
-    elif path == "bound":
-        stats = _bound(model, params, loader, crit, device, epochs)
     else:
-        raise ValueError(f"unknown path {path!r}; valid: {', '.join(PATHS)}")
+        stats = _bound(model, params, loader, crit, device, epochs, bf16)
     _sync(device)
     dt = time.perf_counter() - t0
     return {"seconds": round(dt, 2), "img_s": round(epochs * steps * bs / dt, 1), "epochs": epochs,
             "steps_per_epoch": steps, "last_loss": round(stats["loss"], 4)}
 
 
-def _bound(model, params, loader, crit, device, epochs):
+def _bound(model, params, loader, crit, device, epochs, bf16=False):
     x, y = next(iter(loader))
     opt = make_optimizer(model, params, device)
     lr_t = opt.param_groups[0]["lr"]
     loss_t = torch.zeros((), device=device)
 
     def step():
-        logits, _ = model(x)
+        with autocast(device, bf16, cache_enabled=False):
+            logits, _ = model(x)
         loss = crit(logits, y)
         loss.backward()
         opt.step()

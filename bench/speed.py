@@ -13,7 +13,8 @@ rounds, so background load on a shared machine hits all of them alike (per-round
 Each model takes one untimed warm-up step; (b) takes one untimed step every round, which absorbs its worker
 start-up and lets the prefetch queue fill, so its timed steps see the reference's steady state. The input
 paths are also timed alone (no training), which bounds what they can cost the step.
-``--options channels_last,compile,bf16`` adds (a) and (c) with lt_kit's hardware options (bf16: CUDA only).
+``--options channels_last,compile,bf16,bf16_channels_last`` adds (a) and (c) with lt_kit's hardware options
+(``bf16_channels_last``: both at once, the CPU default where the CPU has native bf16).
 ``--full-epochs 200`` then trains whole runs solo on each path of ``bench/fast_paths.py`` (eager, the fast step,
 the fast step in bf16, the captured bound) and records ``seconds_200_epochs`` per path, measured.
 The DataLoader of (b) has ``--workers`` (default 2) processes. Prints progress to stderr and one JSON line
@@ -45,8 +46,15 @@ from lt_kit.config import DEFAULTS, resolve  # noqa: E402
 from lt_kit.data import dataset_info, long_tail_counts  # noqa: E402
 from lt_kit.loaders import TensorLoader  # noqa: E402
 from lt_kit.models import LTModel  # noqa: E402
+from lt_kit.precision import autocast, native_bf16_cpu  # noqa: E402
 from lt_kit.schedule import lr_at  # noqa: E402
 from lt_kit.train import train_one_epoch  # noqa: E402
+
+
+# --options: each names the Group settings it measures, against the plain fp32 contiguous group
+OPTIONS = {"channels_last": {"channels_last": True}, "compile": {"compile": True}, "bf16": {"bf16": True},
+           "bf16_channels_last": {"bf16": True, "channels_last": True},
+           "compile_bf16_channels_last": {"compile": True, "bf16": True, "channels_last": True}}
 
 
 def log(msg: str) -> None:
@@ -168,7 +176,7 @@ def run_b(g: Group, dl, rnd: int, settle: int, steps: int, device) -> float:
 def run_c(g: Group, batch, rnd: int, settle: int, steps: int, device) -> float:
     settle = 0 if g.warmed else settle
     x, y = batch
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=g.bf16 and device.type == "cuda")
+    amp = autocast(device, g.bf16)
     g.model.train()
 
     def step():
@@ -240,7 +248,11 @@ def markdown(res: dict, info: dict, contention: str, command: str) -> str:
                       ("a_compile_over_b", "a (compiled) / b"),
                       ("compile_speedup_a", "a compiled / a eager"),
                       ("compile_speedup_c", "c compiled / c eager"),
-                      ("a_over_c_bf16", "a / c, both bf16"), ("a_bf16_over_b", "a (bf16) / b")):
+                      ("a_over_c_bf16", "a / c, both bf16"), ("a_bf16_over_b", "a (bf16) / b"),
+                      ("bf16_speedup_a", "a bf16 / a fp32 (contiguous)"), ("bf16_speedup_c", "c bf16 / c fp32 (contiguous)"),
+                      ("bf16_cl_over_cl_a", "a bf16 + channels_last / a channels_last"),
+                      ("bf16_cl_over_cl_c", "c bf16 + channels_last / c channels_last"),
+                      ("a_over_c_bf16_channels_last", "a / c, both bf16 + channels_last")):
         if key in res:
             lines.append(f"| {desc} | {res[key]:.3f} | |")
     if "compile_first_step_s" in res:
@@ -262,6 +274,11 @@ def markdown(res: dict, info: dict, contention: str, command: str) -> str:
                 continue
             fmt = "channels_last" if v.get("channels_last") else "contiguous"
             lines.append(f"| {k} | {v['epochs']} | {fmt} | {v['seconds']:.1f} | {v['img_s']:.0f} | {v['last_loss']:.4f} |")
+        proj = res.get("seconds_200_epochs_projected")
+        if proj:
+            lines += ["", f"200 epochs, **projected** from {proj['from_measured_epochs']} measured epochs (training "
+                          "only): " + ", ".join(f"{k} {v / 60:.0f} min" for k, v in proj.items()
+                                                 if k not in ("from_measured_epochs", "note"))]
     for n in res.get("notes", []):
         lines += ["", n]
     return "\n".join(lines)
@@ -297,13 +314,13 @@ def main(argv=None) -> dict:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of (b) (the reference used 12)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads of this process")
     p.add_argument("--options", default="channels_last",
-                   help="comma list of lt_kit options to measure on (a) and (c): channels_last, compile, bf16; "
+                   help="comma list of lt_kit options to measure on (a) and (c): " + ", ".join(OPTIONS) + "; "
                         "'' for none")
     p.add_argument("--full-epochs", type=int, default=0,
                    help="after the rounds, train N whole epochs solo on each of --solo-paths (bench/fast_paths.py) "
                         "and record the measured seconds (200: seconds_200_epochs); 0 = skip")
     p.add_argument("--solo-paths", default="eager,fast,fast_bf16,bound",
-                   help="paths of --full-epochs: eager, fast, fast_bf16 (CUDA), bound")
+                   help="paths of --full-epochs: eager, fast, fast_bf16, bound, eager_bf16, bound_bf16")
     p.add_argument("--quick", action="store_true", help="1 round, 1 timed step, no options (< 1 min on 2 cores)")
     p.add_argument("--out", help="write speed.json and speed.md into this folder")
     p.add_argument("--note", default="", help="load note for the markdown, e.g. 'contended: another job ran'")
@@ -317,13 +334,12 @@ def main(argv=None) -> dict:
     if rounds < 1 or steps < 1 or settle < 1:
         p.error("--rounds, --steps and --settle must be >= 1")
     options = [] if args.quick and args.options == "channels_last" else [o for o in args.options.split(",") if o]
-    bad = set(options) - {"channels_last", "compile", "bf16"}
+    bad = set(options) - set(OPTIONS)
     if bad:
-        p.error(f"unknown option(s) {', '.join(sorted(bad))}; valid: channels_last, compile, bf16")
+        p.error(f"unknown option(s) {', '.join(sorted(bad))}; valid: {', '.join(OPTIONS)}")
     notes = []
-    if "bf16" in options and not gpu:
-        options.remove("bf16")
-        notes.append("bf16 skipped: lt_kit's bf16 autocast is CUDA-only.")
+    if any("bf16" in o for o in options) and not gpu and not native_bf16_cpu():
+        notes.append("this CPU has no native bf16: bf16 figures are oneDNN's emulation.")
     if gpu:
         torch.backends.cudnn.benchmark = True        # lt_kit's default cudnn_benchmark=True
 
@@ -343,7 +359,7 @@ def main(argv=None) -> dict:
 
     groups = {"": Group(device, lr)}
     for o in options:
-        groups[o] = Group(device, lr, channels_last=o == "channels_last", compile=o == "compile", bf16=o == "bf16")
+        groups[o] = Group(device, lr, **OPTIONS[o])
     batches = {cl: next(iter(loaders[cl])) for cl in (False, True)}
     # (b) first: its untimed steps (needed every round for its fresh workers) also warm up the model of (a), (c)
     variants = {"b": ("b", "", f"(b) reference: torchvision + PIL + DataLoader({args.workers} workers)"),
@@ -377,9 +393,6 @@ def main(argv=None) -> dict:
     if args.full_epochs:
         from fast_paths import solo
         for path in args.solo_paths.split(","):
-            if path == "fast_bf16" and not gpu:
-                notes.append("fast_bf16 skipped: lt_kit's bf16 autocast is CUDA-only.")
-                continue
             cl = DEFAULTS["channels_last"]            # whole runs in lt_kit's default memory format
             try:
                 solo_res[path] = {**solo(path, {**params, "channels_last": cl}, loaders[cl], data.train_counts,
@@ -421,9 +434,17 @@ def main(argv=None) -> dict:
         out[f"{o}_speedup_a"] = round(m[f"a_{o}"] / m["a"], 3)
         out[f"{o}_speedup_c"] = round(m[f"c_{o}"] / m["c"], 3)
         out[f"{o}_speedup_c_paired"] = paired(f"c_{o}", "c")
+    for o in ("bf16_channels_last",):              # bf16's own gain, at the same memory format
+        if o in options and "channels_last" in options:
+            out["bf16_cl_over_cl_a"] = round(m["a_bf16_channels_last"] / m["a_channels_last"], 3)
+            out["bf16_cl_over_cl_c"] = round(m["c_bf16_channels_last"] / m["c_channels_last"], 3)
     if solo_res:
         out["solo"] = solo_res
         out[f"seconds_{args.full_epochs}_epochs"] = {k: v["seconds"] for k, v in solo_res.items() if "seconds" in v}
+        if args.full_epochs != 200:          # a projection, labelled as one: the measured epochs times 200 / N
+            out["seconds_200_epochs_projected"] = {
+                "from_measured_epochs": args.full_epochs, "note": "projected, not measured: training only, no evaluation",
+                **{k: round(v["seconds"] * 200 / args.full_epochs, 1) for k, v in solo_res.items() if "seconds" in v}}
     if "compile" in options:
         out["compile_first_step_s"] = round(groups["compile"].first_step_s, 1)
     info_m = machine_info(device)

@@ -84,7 +84,9 @@ PARAMS: dict[str, tuple[Any, type, str]] = {
     "device": ("auto", str, "auto (cuda if present, else cpu), cpu, cuda, cuda:N, mps"),
     "channels_last": (True, bool, "channels-last memory format (1.20x-1.34x per step on a 2-core CPU, idle; "
                                   "bench/results/defaults_cpu)"),
-    "bf16": (False, bool, "bfloat16 autocast for training and feature extraction (CUDA only)"),
+    "bf16": ("auto", bool, "bfloat16 autocast of the backbone for training and feature extraction (head, features "
+                           "and direction stay float32): true, false, or auto = on for a CPU with native bf16, off "
+                           "on CUDA (precision.py)"),
     "compile": (False, bool, "torch.compile the backbone"),
     "fast_step": (False, bool, "the whole training step as one function on static buffers (fused SGD, no host sync "
                                "in an epoch), captured as a CUDA graph on CUDA (fast_step.py); tensor data sets, "
@@ -93,6 +95,7 @@ PARAMS: dict[str, tuple[Any, type, str]] = {
     "sync_bn": (False, bool, "SyncBatchNorm across processes under torchrun"),
 }
 DEFAULTS: dict[str, Any] = {k: v[0] for k, v in PARAMS.items()}
+AUTO = {"bf16"}                  # bool parameters that also take "auto" (resolved per device when a run starts)
 CHOICES = {"dataset": list(DATASETS), "mu_schedule": ["fixed", "lr_scaled"],
            "augment": ["none", "autoaugment", "randaugment"],
            "schedule": ["warmup_multistep", "cosine"]}
@@ -125,13 +128,15 @@ def coerce(key: str, value: Any, where: str = "") -> Any:
             value = float(value) if typ is float else yaml.safe_load(value)
         except (ValueError, yaml.YAMLError):
             pass
+    if key in AUTO and value == "auto":
+        return value
     ok = {bool: lambda v: isinstance(v, bool),
           int: lambda v: isinstance(v, int) and not isinstance(v, bool),
           float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
           str: lambda v: isinstance(v, str),
           list: lambda v: isinstance(v, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) for i in v)}[typ]
     if not ok(value):
-        raise LtKitError(f"parameter {key!r}{where} must be {typ.__name__}"
+        raise LtKitError(f"parameter {key!r}{where} must be {typ.__name__}{' or auto' if key in AUTO else ''}"
                          f"{' of ints' if typ is list else ''}, got {value!r} ({type(value).__name__})")
     value = float(value) if typ is float else list(value) if typ is list else value
     valid = choices(key)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from .errors import LtKitError
+from .precision import autocast, resolve_bf16
 from .metrics import head_tail_accuracy, per_class_accuracy, shot_accuracy
 from .tde import check_alpha, tde_parts
 
@@ -41,7 +42,7 @@ def extract_features(model, loader, *, bf16: bool = False) -> tuple[Tensor, Tens
     model.eval()
     feats, labels = [], []
     dev = next(model.parameters()).device
-    amp = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 and dev.type == "cuda" else contextlib.nullcontext()
+    amp = autocast(dev, resolve_bf16(bf16, dev))
     with amp:
         for x, y in loader:
             feats.append(model.backbone(x).float())

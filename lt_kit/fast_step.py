@@ -22,11 +22,10 @@ run the eager loop (``fit`` says so, and refuses ``fast_step=true`` with them).
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from .errors import LtKitError, check_losses
+from .precision import autocast, resolve_bf16
 from .tde import update_direction
 
 
@@ -75,7 +74,7 @@ class FastStep:
         self.mu = torch.zeros((), device=dev)
         self.losses = torch.zeros(self.steps, device=dev)
         self.correct = torch.zeros((), device=dev)
-        self.amp = bf16 and dev.type == "cuda"
+        self.amp = resolve_bf16(bf16, dev)
         self.warmup_steps, self.graph, self.phase, self.criterion = warmup_steps, None, None, None
         self.captures = 0
         loader._padded_pixels()                  # built now on the current stream, not inside a warm-up or capture
@@ -89,8 +88,7 @@ class FastStep:
         """Everything one training step does after its draws are in the buffers (captured as one graph)."""
         x = self.loader._normalise(self.loader.crop_flip(self.idx, self.dy, self.dx, self.flip))
         y = self.loader.labels[self.idx]
-        amp = torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if self.amp \
-            else contextlib.nullcontext()
+        amp = autocast(self.device, self.amp, cache_enabled=False)
         with amp:
             logits, feats = self.model(x)
         loss = self.criterion(logits.float(), y)

@@ -6,7 +6,6 @@ and the momentum direction ``d <- mu*d + mean(features)`` updated every step fro
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 
@@ -20,6 +19,7 @@ from .build import build_data, build_model, resolve_device
 from .errors import LtKitError, check_losses, on_every_rank
 from .guard import env_rank
 from .lock import RunLock
+from .precision import autocast, resolve_bf16
 from .evaluate import AlphaEvaluator, FeatureCache, MethodEvaluator, extract_features, format_table, summary
 from .runs import RunDir, load_checkpoint, write_json
 from .fast_step import FastStep, fast_step_blockers, make_optimizer
@@ -45,7 +45,7 @@ def train_one_epoch(model, loader, optimizer, *, mu: float, epoch: int, dist=D.D
     criterion = criterion or LOSSES["ce"].make({}, [], epoch)
     model.train()
     dev = raw_model.direction.device
-    amp = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 and dev.type == "cuda" else contextlib.nullcontext()
+    amp = autocast(dev, resolve_bf16(bf16, dev))
     losses = torch.zeros(len(loader), device=dev)
     correct = torch.zeros((), device=dev)
     seen = 0
@@ -108,6 +108,16 @@ def fit(params: dict, run_dir, *, resume: bool = False, overwrite: bool = False,
         return _fit(params, run_dir, resume=resume, overwrite=overwrite, progress=progress)
 
 
+def _run_bf16(value, run: RunDir, device, resume: bool) -> bool:
+    """The run's precision: ``auto`` resolves for this device, except that a resumed run keeps the one it
+    started with (a CPU bf16 run resumed on CUDA goes on in bf16)."""
+    if value == "auto" and resume and run.exists():
+        recorded = run.params().get("bf16")
+        if isinstance(recorded, bool):
+            return recorded
+    return resolve_bf16(value, device)
+
+
 def _fit(params: dict, run_dir, *, resume: bool, overwrite: bool, progress: bool) -> dict:
     t0 = time.time()
     device = resolve_device(params["device"])
@@ -118,6 +128,7 @@ def _fit(params: dict, run_dir, *, resume: bool, overwrite: bool, progress: bool
         raise on_every_rank(LtKitError(f"fast_step=true cannot run this job ({'; '.join(blockers)}); set "
                                        "fast_step=false"))
     run = RunDir(run_dir)
+    params = {**params, "bf16": _run_bf16(params["bf16"], run, device, resume)}
     run.check(params, resume=resume, overwrite=overwrite)     # refuse before any work, write after the data loads
     resume = resume and (run / "checkpoint.pt").is_file()      # no complete epoch yet: start again (guard.py)
     D.barrier(dist)                     # every rank checks before rank 0 creates the run (else rank 1 may refuse it)

@@ -1,0 +1,247 @@
+"""A resumable campaign of long runs from a manifest (``bench/campaign_e200.yaml``): the fair 200-epoch table.
+
+    python bench/campaign.py run --data-root $CIFAR            # resume the first unfinished row, then the next...
+    python bench/campaign.py run --data-root $CIFAR --jobs 2   # two rows at once (each its own process)
+    python bench/campaign.py status                            # done / partial (epoch N of 200, ETA) / pending
+    python bench/campaign.py table                             # rebuild the results from the recorded rows
+
+Each row is a normal lt_kit run dir under ``--runs`` (default ``~/.cache/lt_kit/<manifest name>``, outside the
+work tree so that a fresh clone on the same machine resumes it), trained by ``lt_kit.train.fit`` with
+``resume`` whenever it has a checkpoint: killing the campaign at any moment, ``kill -9`` included, loses at most
+the epoch in flight (checkpoints and results are written atomically). A missing run dir starts its row over.
+
+A finished row is *recorded* under ``bench/results/<name>/``: ``rows/<row>.json`` (the method rows, seed,
+device, machine, wall seconds) and ``runs/<row>/`` (the run's params, metrics, history, subset and the
+evaluated weights, about 2 MB, from which every feature cache and post-hoc method can be rebuilt). A recorded row
+is never run again. After each one the grouped table is rebuilt through ``lt_kit compare`` on the recorded runs:
+``<name>.json`` and ``<name>.md``.
+
+``stash`` copies each partial row's run dir (checkpoint included) into ``bench/results/<name>/partial/`` so that
+it can be committed and resumed on a machine that lacks ``--runs``; ``run`` picks a stashed row up from there.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+# Everything from lt_kit is imported once, at start: a campaign runs for days and keeps the code it started with.
+from accuracy import machine, markdown, run_rows  # noqa: E402
+from lt_kit import compare_runs, fit  # noqa: E402
+from lt_kit.build import resolve_device  # noqa: E402
+from lt_kit.config import load_params_file, resolve  # noqa: E402
+from lt_kit.errors import LtKitError  # noqa: E402
+from lt_kit.runs import write_json  # noqa: E402
+
+RECORDED_FILES = ("params.yaml", "metrics.json", "history.json", "version.json", "subset.json", "subset_indices.npy",
+                  "val_indices.npy", "log.txt", "evaluated.pt")
+
+
+def _rel(p: Path) -> str:
+    """A path as the repository names it (absolute only outside it)."""
+    p = Path(p).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+
+def load_manifest(path: Path) -> dict:
+    """The manifest with each row's preset and overrides merged (``defaults`` first, then the row's own)."""
+    m = yaml.safe_load(Path(path).read_text())
+    d = m.get("defaults", {})
+    rows, seen = [], set()
+    for r in m["rows"]:
+        if r["name"] in seen:
+            raise SystemExit(f"{path}: row name {r['name']!r} appears twice")
+        seen.add(r["name"])
+        rows.append({"name": r["name"], "params": r.get("params", d.get("params")),
+                     "set": {**d.get("set", {}), **r.get("set", {})}})
+    return {"name": m["name"], "rows": rows, "path": Path(path)}
+
+
+def row_params(row: dict, data_root: str, device: str) -> dict:
+    preset = load_params_file(ROOT / "params" / f"{row['params']}.yaml") if row["params"] else {}
+    return resolve({**preset, **row["set"], "data_root": data_root, "device": device}, f" (campaign row {row['name']})")
+
+
+class Campaign:
+    def __init__(self, manifest: dict, runs: Path | None = None, results: Path | None = None):
+        self.m = manifest
+        self.runs = Path(runs or Path.home() / ".cache" / "lt_kit" / manifest["name"])
+        self.results = Path(results or ROOT / "bench" / "results" / manifest["name"])
+
+    def run_dir(self, row: dict) -> Path:
+        return self.runs / row["name"]
+
+    def recorded(self, row: dict) -> Path:
+        return self.results / "rows" / f"{row['name']}.json"
+
+    def state(self, row: dict) -> tuple[str, int, float | None]:
+        """('done' | 'partial' | 'pending', epochs done, mean seconds per epoch)."""
+        if self.recorded(row).is_file():
+            return "done", -1, None
+        for where in (self.run_dir(row), self.results / "partial" / row["name"]):
+            h = where / "history.json"
+            if h.is_file():
+                hist = json.loads(h.read_text())
+                secs = [e["seconds"] for e in hist[-20:]]
+                return "partial", len(hist), (sum(secs) / len(secs) if secs else None)
+        return "pending", 0, None
+
+    def status(self) -> str:
+        out = [f"campaign {self.m['name']} ({_rel(self.m['path'])}), runs in {self.runs}"]
+        for i, row in enumerate(self.m["rows"], 1):
+            st, done, spe = self.state(row)
+            epochs = row["set"].get("epochs", 200)
+            if st == "done":
+                rec = json.loads(self.recorded(row).read_text())["meta"]
+                out.append(f"{i:2d}. {row['name']:<28} done     {rec['wall_seconds'] / 3600:.2f} h on {rec['machine']}")
+            elif st == "partial":
+                eta = f", ETA {(epochs - done) * spe / 3600:.1f} h at {spe:.0f} s/epoch" if spe else ""
+                out.append(f"{i:2d}. {row['name']:<28} partial  epoch {done} of {epochs}{eta}")
+            else:
+                out.append(f"{i:2d}. {row['name']:<28} pending")
+        return "\n".join(out)
+
+    def restore_stash(self, row: dict) -> None:
+        """A row stashed in the repository and absent here resumes from the stash."""
+        stash, here = self.results / "partial" / row["name"], self.run_dir(row)
+        if stash.is_dir() and not (here / "checkpoint.pt").is_file():
+            if here.exists():
+                shutil.rmtree(here)
+            shutil.copytree(stash, here)
+
+    def run_row(self, row: dict, data_root: str, device: str) -> bool:
+        """Train (or resume) one row and record it; False if another process holds its run dir."""
+        self.restore_stash(row)
+        params = row_params(row, data_root, device)
+        run = self.run_dir(row)
+        resume = (run / "checkpoint.pt").is_file() and not (run / "metrics.json").is_file()
+        try:
+            if (run / "metrics.json").is_file():
+                metrics = json.loads((run / "metrics.json").read_text())     # finished but not yet recorded
+            else:
+                metrics = fit(params, run, resume=resume, overwrite=not resume, progress=False)
+        except LtKitError as e:
+            if "being written by another" in str(e):
+                print(f"{row['name']}: {e} (another worker has it)", flush=True)
+                return False
+            raise
+        self.record(row, metrics, params)
+        return True
+
+    def record(self, row: dict, metrics: dict, params: dict) -> None:
+        run = self.run_dir(row)
+        hist = json.loads((run / "history.json").read_text())
+        wall = sum(e["seconds"] for e in hist)          # the training epochs' wall time, over every session
+        dest = self.results / "runs" / row["name"]
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in RECORDED_FILES:
+            if (run / f).is_file():
+                shutil.copy2(run / f, dest / f)
+        meta = {"row": row["name"], "epochs": params["epochs"], "dataset": params["dataset"],
+                "ratio": params["imbalance_ratio"], "head": params["head"], "loss": params["loss"],
+                "seed": params["seed"], "val_per_class": params["val_per_class"], "bf16": params["bf16"],
+                "device": str(resolve_device(params["device"])), "machine": machine(),
+                "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
+                "wall_seconds": round(wall, 1), "last_fit_seconds": metrics.get("seconds"),
+                "finished": time.strftime("%Y-%m-%d %H:%M"), "version": __import__("lt_kit").__version__}
+        rows = run_rows(metrics, dataset=params["dataset"], ratio=params["imbalance_ratio"], seed=params["seed"],
+                        seconds=wall, run_dir=_rel(dest))
+        self.recorded(row).parent.mkdir(parents=True, exist_ok=True)
+        write_json(self.recorded(row), {"meta": meta, "rows": rows})
+        stash = self.results / "partial" / row["name"]
+        if stash.is_dir():
+            shutil.rmtree(stash)
+        self.table()
+        print(f"{row['name']}: recorded ({wall / 3600:.2f} h of training)", flush=True)
+
+    def table(self) -> None:
+        """``<name>.json`` (every recorded row) and ``<name>.md`` (per-row table + the grouped compare table)."""
+        recs = [json.loads(self.recorded(r).read_text()) for r in self.m["rows"] if self.recorded(r).is_file()]
+        if not recs:
+            return
+        rows = [x for rec in recs for x in rec["rows"]]
+        metas = [rec["meta"] for rec in recs]
+        meta = {"machine": "; ".join(sorted({f"{m['machine']} ({m['device']})" for m in metas})),
+                "epochs": 200 if all(m["epochs"] == 200 for m in metas) else sorted({m["epochs"] for m in metas}),
+                "schedule": "the reference's (params/cifar10_lt_resnet32.yaml)", "seeds": sorted({m["seed"] for m in metas}),
+                "command": f"python bench/campaign.py run --data-root $CIFAR  (manifest {_rel(self.m['path'])})",
+                "version": metas[-1]["version"], "val_per_class": 50, "rows": metas}
+        groups = compare_runs([str(self.results / "runs" / m["row"]) for m in metas])
+        md = markdown(rows, meta).replace("Validation split:", "Validation split (rows 1-6; rows named *_noval have none):") + \
+            "\n## Mean ± sample sd over seeds (`python -m lt_kit compare`)\n\n" + groups.markdown() + \
+            "\n## Rows\n\n" + "\n".join(f"- {m['row']}: {m['wall_seconds'] / 3600:.2f} h of training on {m['machine']} "
+                                         f"({m['device']}, bf16={m['bf16']}), finished {m['finished']}" for m in metas) + "\n"
+        write_json(self.results / f"{self.m['name']}.json", {"meta": meta, "rows": rows})
+        (self.results / f"{self.m['name']}.md").write_text(md)
+
+    def stash(self) -> list[str]:
+        done = []
+        for row in self.m["rows"]:
+            run = self.run_dir(row)
+            if self.state(row)[0] == "partial" and (run / "checkpoint.pt").is_file():
+                dest = self.results / "partial" / row["name"]
+                if dest.exists():
+                    shutil.rmtree(dest)
+                shutil.copytree(run, dest, ignore=shutil.ignore_patterns("*.lock", "*.tmp*", "best.pt"))
+                done.append(row["name"])
+        return done
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("command", choices=["run", "status", "table", "stash"])
+    ap.add_argument("--manifest", default=str(ROOT / "bench" / "campaign_e200.yaml"))
+    ap.add_argument("--runs", help="where the row run dirs live (default ~/.cache/lt_kit/<manifest name>)")
+    ap.add_argument("--results", help="where finished rows are recorded (default bench/results/<manifest name>)")
+    ap.add_argument("--data-root", help="folder holding cifar-10-batches-py (run)")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    ap.add_argument("--jobs", type=int, default=1, help="rows at once, each in its own process (threads split)")
+    ap.add_argument("--max-rows", type=int, default=0, help="stop after this many rows recorded (0 = all)")
+    args = ap.parse_args(argv)
+    c = Campaign(load_manifest(Path(args.manifest)), args.runs, args.results)
+    if args.command == "status":
+        print(c.status())
+    elif args.command == "table":
+        c.table()
+        print((c.results / f"{c.m['name']}.md").read_text() if (c.results / f"{c.m['name']}.md").is_file()
+              else "no recorded rows yet")
+    elif args.command == "stash":
+        print("stashed: " + (", ".join(c.stash()) or "nothing partial"))
+    else:
+        if not args.data_root:
+            ap.error("run needs --data-root (the folder holding cifar-10-batches-py)")
+        if args.jobs > 1:
+            threads = max(1, (os.cpu_count() or 1) // args.jobs)
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+            cmd = [sys.executable, __file__, "run", "--manifest", args.manifest, "--data-root", args.data_root,
+                   "--device", args.device] + (["--runs", args.runs] if args.runs else []) + \
+                (["--results", args.results] if args.results else [])
+            procs = []
+            for _ in range(args.jobs):
+                procs.append(subprocess.Popen(cmd, env=env))
+                time.sleep(20)           # the first worker takes (locks) the first row; the next one skips it
+            sys.exit(max(p.wait() for p in procs))
+        n = 0
+        for row in c.m["rows"]:
+            if c.state(row)[0] == "done":
+                continue
+            print(f"{row['name']}: {'resume' if c.state(row)[0] == 'partial' else 'start'}", flush=True)
+            if c.run_row(row, args.data_root, args.device):
+                n += 1
+                if args.max_rows and n >= args.max_rows:
+                    break
+        print(c.status())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The campaign runner (bench/campaign.py): rows run in order, a killed row resumes from its checkpoint to the
+uninterrupted result, a recorded row never runs again, a lost run dir starts over, a stash resumes elsewhere."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import campaign  # noqa: E402
+
+import lt_kit.train as T  # noqa: E402
+
+
+def _manifest(tmp_path: Path, rows: list[dict]) -> Path:
+    m = {"name": "camp_test", "defaults": {"params": "smoke", "set": {"epochs": 3, "val_per_class": 5,
+                                                                       "num_workers": 0}},
+         "rows": rows}
+    p = tmp_path / "manifest.yaml"
+    p.write_text(yaml.safe_dump(m))
+    return p
+
+
+def _campaign(tmp_path, rows):
+    return campaign.Campaign(campaign.load_manifest(_manifest(tmp_path, rows)), tmp_path / "runs", tmp_path / "res")
+
+
+ROWS = [{"name": "causal_s0", "set": {"head": "causal_norm", "seed": 0}},
+        {"name": "linear_s0", "set": {"head": "linear", "seed": 0}}]
+
+
+def _run(tmp_path, *extra):
+    campaign.main(["run", "--manifest", str(tmp_path / "manifest.yaml"), "--runs", str(tmp_path / "runs"),
+                   "--results", str(tmp_path / "res"), "--data-root", str(tmp_path / "data"), "--device", "cpu",
+                   *extra])
+
+
+class Killed(Exception):
+    pass
+
+
+def test_rows_record_in_order_and_never_run_again(tmp_path, monkeypatch):
+    c = _campaign(tmp_path, ROWS)
+    assert [c.state(r)[0] for r in c.m["rows"]] == ["pending", "pending"]
+    _run(tmp_path, "--max-rows", "1")
+    assert [c.state(r)[0] for r in c.m["rows"]] == ["done", "pending"]
+    rec = json.loads((tmp_path / "res" / "rows" / "causal_s0.json").read_text())
+    assert rec["meta"]["epochs"] == 3 and rec["meta"]["seed"] == 0 and rec["meta"]["device"] == "cpu"
+    assert {r["method"] for r in rec["rows"]} >= {None, "tde", "logit_adjust"}
+    assert (tmp_path / "res" / "runs" / "causal_s0" / "evaluated.pt").is_file()
+    assert (tmp_path / "res" / "camp_test.md").read_text().count("causal_norm") >= 3      # grouped table rebuilt
+    calls = []
+    real_fit = campaign.fit
+    monkeypatch.setattr(campaign, "fit", lambda *a, **k: calls.append(a[1]) or real_fit(*a, **k))
+    _run(tmp_path)
+    assert [Path(p).name for p in calls] == ["linear_s0"]          # the recorded row was not trained again
+    assert "done" in c.status().splitlines()[2]
+    table = json.loads((tmp_path / "res" / "camp_test.json").read_text())
+    assert {r["head"] for r in table["rows"]} == {"causal_norm", "linear"}
+
+
+def test_a_killed_row_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    c = _campaign(tmp_path, ROWS[:1])
+    real = T.train_one_epoch
+
+    def dies_in_epoch_2(*a, **k):
+        if k["epoch"] == 2:
+            raise Killed
+        return real(*a, **k)
+    monkeypatch.setattr(T, "train_one_epoch", dies_in_epoch_2)
+    with pytest.raises(Killed):
+        _run(tmp_path)
+    st, done, _ = c.state(c.m["rows"][0])
+    assert (st, done) == ("partial", 1)
+    assert "partial  epoch 1 of 3" in c.status()
+    monkeypatch.setattr(T, "train_one_epoch", real)
+    _run(tmp_path)
+    assert c.state(c.m["rows"][0])[0] == "done"
+    resumed = torch.load(tmp_path / "res" / "runs" / "causal_s0" / "evaluated.pt", weights_only=True)["model"]
+    (tmp_path / "b").mkdir()
+    c2 = _campaign(tmp_path / "b", ROWS[:1])        # the same row, never interrupted
+    c2.run_row(c2.m["rows"][0], str(tmp_path / "data"), "cpu")
+    straight = torch.load(c2.results / "runs" / "causal_s0" / "evaluated.pt", weights_only=True)["model"]
+    for k in straight:
+        torch.testing.assert_close(resumed[k], straight[k], rtol=0, atol=0)
+
+
+def test_a_lost_run_dir_starts_over_and_a_stash_resumes(tmp_path, monkeypatch):
+    c = _campaign(tmp_path, ROWS[:1])
+    real = T.train_one_epoch
+    monkeypatch.setattr(T, "train_one_epoch",
+                        lambda *a, **k: (_ for _ in ()).throw(Killed) if k["epoch"] == 3 else real(*a, **k))
+    with pytest.raises(Killed):
+        _run(tmp_path)
+    assert c.stash() == ["causal_s0"]
+    import shutil
+    shutil.rmtree(tmp_path / "runs")                 # a fresh machine: only the committed stash is left
+    assert c.state(c.m["rows"][0])[:2] == ("partial", 2)
+    monkeypatch.setattr(T, "train_one_epoch", real)
+    epochs_run = []
+    monkeypatch.setattr(T, "train_one_epoch", lambda *a, **k: epochs_run.append(k["epoch"]) or real(*a, **k))
+    _run(tmp_path)
+    assert epochs_run == [3]                         # resumed from the stash, not started over
+    assert not (tmp_path / "res" / "partial" / "causal_s0").exists()
+    shutil.rmtree(tmp_path / "runs")
+    (tmp_path / "res" / "rows" / "causal_s0.json").unlink()
+    epochs_run.clear()
+    _run(tmp_path)                                   # no run dir, no stash, no record: the row starts over
+    assert epochs_run == [1, 2, 3]
