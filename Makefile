@@ -16,7 +16,8 @@ install: $(BIN)/.installed
 demo: $(BIN)/.installed  ## train + evaluate on the embedded digits data, print the table (CPU, ~1 min)
 	$(BIN)/python -m lt_kit train --params params/digits_lt.yaml --run-dir runs/demo --overwrite
 
-test: $(BIN)/.installed  ## the whole test suite (CPU; installs Chromium for the browser test if missing)
+test: $(BIN)/.installed  ## lint, then the whole test suite (CPU; installs Chromium for the browser test if missing)
+	$(BIN)/ruff check lt_kit tests bench notebooks scripts
 	bash scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest -q
 

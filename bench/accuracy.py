@@ -1,13 +1,14 @@
 """Real-data accuracy against the paper's Table 3 and the usual post-hoc peers, through the same code users run
-(``lt_kit.train.fit``, then every post-hoc method in ``lt_kit.methods.POSTHOC`` from the run's feature cache).
+(``lt_kit.training.fit.fit``, then every post-hoc method in ``lt_kit.methods.POSTHOC`` from the run's feature cache).
 
 For each ratio and seed it trains two models: the softmax baseline (bias-free linear head, plain
-cross-entropy) and the causal-norm model. Each run's table rows (``lt_kit.evaluate.table_rows``) are: the head's
+cross-entropy) and the causal-norm model. Each run's table rows (``lt_kit.evaluation.summary.table_rows``) are: the
+head's
 own logits (Softmax / De-confound), then every post-hoc method that applies to the head (TDE, logit
 adjustment, tau-normalisation) at its paper rule and, with ``--val-per-class N``, at the strength chosen on the
 run's balanced validation split (N images per class held out of the training pool first; the head class then
 has 5000 - N images). Without it the runs are the reference's (no validation split: Table 3). Published figures
-(``../shared/docs/peer-methods.md``) stand beside each row. ``--epochs`` below 200 compresses the reference
+(docs/results.md, with their papers) stand beside each row. ``--epochs`` below 200 compresses the reference
 schedule's shape (at least 3 warm-up epochs, and the x0.01 milestones at 60% and 80% of training). Writes JSON +
 markdown after every run; ``--table-only`` rebuilds them from the run dirs' feature caches without training.
 
@@ -26,10 +27,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lt_kit.config import load_params_file, resolve  # noqa: E402
-from lt_kit.train import fit  # noqa: E402
+from lt_kit.training.fit import fit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-# Paper Table 3 (reference-spec.md §7.2): overall top-1 %, ResNet-32, mean of 2 runs.
+# Tang et al., NeurIPS 2020, Table 3: overall top-1 %, ResNet-32.
 PAPER = {("cifar10_lt", 100): {"De-confound": 71.7, "De-confound-TDE": 80.6},
          ("cifar10_lt", 50): {"De-confound": 77.8, "De-confound-TDE": 83.6},
          ("cifar10_lt", 10): {"De-confound": 86.8, "De-confound-TDE": 88.5},
@@ -55,7 +56,7 @@ def schedule(epochs: int) -> dict:
             "milestones": [round(0.6 * epochs), round(0.8 * epochs)]}
 
 
-# Published 200-epoch figures (../shared/docs/peer-methods.md), CIFAR-10-LT, by (ratio, head, method, how) for
+# Published 200-epoch figures (sources in docs/results.md), CIFAR-10-LT, by (ratio, head, method, how) for
 # cross-entropy runs and by (ratio, loss, method, how) for the other losses.
 PUBLISHED = {
     (100, "logit_adjusted", None, ""): "77.67 (Menon et al., LA loss tau=1); 77.54 (BS, BagofTricks-LT)",
@@ -78,8 +79,8 @@ PUBLISHED = {
 
 
 def run_rows(metrics: dict, *, dataset: str, ratio: float, seed: int, seconds: float, run_dir: str) -> list[dict]:
-    """One table row per result a run's ``metrics.json`` holds (``lt_kit.evaluate.table_rows``' order)."""
-    from lt_kit.evaluate import row_name, rule_metrics
+    """One table row per result a run's ``metrics.json`` holds (``lt_kit.evaluation.summary.table_rows``' order)."""
+    from lt_kit.evaluation.summary import row_name, rule_metrics
     head, loss = metrics["head"], metrics.get("loss", "ce")
     entries = [(None, "", None, metrics["softmax"])]
     for name, e in (metrics.get("methods") or {}).items():
@@ -104,7 +105,7 @@ def run_rows(metrics: dict, *, dataset: str, ratio: float, seed: int, seconds: f
 
 
 def run_name(dataset: str, ratio: float, head: str, seed: int, epochs: int, tag: str = "") -> str:
-    """The run dir's name under ``--runs`` (bench/accuracy_parallel.py finds runs by it)."""
+    """The run dir's name under ``--runs``."""
     return f"{dataset}_r{ratio:g}_{head}{tag}_s{seed}_e{epochs}"
 
 
@@ -131,7 +132,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
                    f"{pct(ht['tail'])} | {r['paper'] or '–'} | {r['seconds']:.0f} |")
     out += ["", "many: >100 training images, few: <20 (CIFAR-10-LT has no few-shot class: '–'); head / tail: the "
             "classes above / below the median training count. Published numbers are their sources' (200 epochs, "
-            "other subsets and codebases: ../shared/docs/peer-methods.md); 'Menon et al., best tau' was chosen on "
+            "other subsets and codebases: docs/results.md); 'Menon et al., best tau' was chosen on "
             "test there. Test-chosen strengths are in each run's metrics.json as 'for reading, chosen on test'."]
     if meta.get("ms_per_strength"):
         out += ["", "Time for one strength from the feature cache (logits + metrics, test split, median of "
@@ -142,7 +143,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
 def ms_per_strength(run_dirs: list[Path]) -> dict:
     """Median milliseconds for one strength of each post-hoc method (logits + all metrics) from a run's cache."""
     import statistics
-    from lt_kit.evaluate import FeatureCache, MethodEvaluator
+
+    from lt_kit.evaluation.features import FeatureCache
+    from lt_kit.evaluation.summary import MethodEvaluator
     from lt_kit.methods import methods_for
     out = {}
     for run in run_dirs:
@@ -209,7 +212,9 @@ def main() -> None:
                                       "loss": loss,
                                       "imbalance_ratio": ratio, "seed": seed, "device": args.device,
                                       "val_per_class": args.val_per_class, **recipe, **extra, **own})
-                    tag = ("" if loss == "ce" else f"_{loss}") + (f"_{args.recipe.rsplit('_', 1)[-1]}" if recipe else "") + "".join(f"_{k}{v}" for k, v in own.items()) + (
+                    tag = ("" if loss == "ce" else f"_{loss}") \
+                        + (f"_{args.recipe.rsplit('_', 1)[-1]}" if recipe else "") \
+                        + "".join(f"_{k}{v}" for k, v in own.items()) + (
                         f"_val{args.val_per_class}" if args.val_per_class else "")
                     run = Path(args.runs) / run_name(ds, ratio, head, seed, args.epochs, tag)
                     if args.table_only:
@@ -228,7 +233,7 @@ def main() -> None:
                     Path(args.out + ".md").write_text(markdown(rows, meta))
     meta["ms_per_strength"] = ms_per_strength(run_dirs)
     # groups over seeds (same parameters but the seed, same subset): lt_kit's one implementation of mean ± sd
-    from lt_kit.compare import compare_runs
+    from lt_kit.views.report import compare_runs
     groups = compare_runs([str(p) for p in run_dirs])
     md = markdown(rows, meta) + "\n## Mean ± sample sd over seeds (`python -m lt_kit compare`)\n\n" + groups.markdown()
     Path(args.out + ".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
@@ -237,9 +242,10 @@ def main() -> None:
 
 
 def rescore(run: Path) -> tuple[dict, float]:
-    """A finished run's metrics recomputed from its feature caches (today's post-hoc code), and its train time."""
-    from lt_kit.evaluate import FeatureCache, summary
-    from lt_kit.runs import RunDir, read_json
+    """A finished run's metrics recomputed from its feature caches (the current post-hoc code), and its train time."""
+    from lt_kit.evaluation.features import FeatureCache
+    from lt_kit.evaluation.summary import summary
+    from lt_kit.runs.rundir import RunDir, read_json
     params, old = RunDir(run).params(), read_json(run / "metrics.json")
     val = run / "val_features.pt"
     m = summary(FeatureCache.load(run / "features.pt"), params["alpha"],

@@ -28,13 +28,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CpuLoad, contention_note, machine_info, machine_lines, median, write_results, threads_and_device  # noqa: E402
+from common import CpuLoad, contention_note, machine_info, machine_lines, median, threads_and_device, write_results  # noqa: E402
 
-from lt_kit.data import long_tail_counts  # noqa: E402
-from lt_kit.evaluate import AlphaEvaluator, FeatureCache, one_thread  # noqa: E402
-from lt_kit.metrics import shot_accuracy  # noqa: E402
+from lt_kit.data.datasets import long_tail_counts  # noqa: E402
+from lt_kit.evaluation.features import FeatureCache
+from lt_kit.evaluation.summary import AlphaEvaluator, one_thread  # noqa: E402
+from lt_kit.maths.metrics import shot_accuracy  # noqa: E402
+from lt_kit.maths.tde import tde_logits  # noqa: E402
 from lt_kit.models import LTModel  # noqa: E402
-from lt_kit.tde import tde_logits  # noqa: E402
 
 
 def synthetic_cache(n: int = 10_000, dim: int = 128, classes: int = 100, seed: int = 0) -> FeatureCache:
@@ -95,9 +96,9 @@ def markdown(res: dict, info: dict, contention: str, command: str) -> str:
               f"a lower bound), TDE logits {ms(r['ref_tde_s'])}, metrics {ms(r['ref_metrics_s'])}",
               f"- Speed-up, reference / `metrics`: {r['speedup_metrics']:,.0f}x with {r['threads']} threads, "
               f"{r['speedup_metrics_1thread']:,.0f}x with 1 thread",
-              f"- '1 thread': the per-alpha call wrapped in `torch.set_num_threads(1)` (restored after). Each "
-              f"per-alpha op touches ~1M floats; with several threads each op waits until all of them are "
-              f"scheduled, which on a busy machine costs about a scheduler time slice per op."]
+              "- '1 thread': the per-alpha call wrapped in `torch.set_num_threads(1)` (restored after). Each "
+              "per-alpha op touches ~1M floats; with several threads each op waits until all of them are "
+              "scheduled, which on a busy machine costs about a scheduler time slice per op."]
     return "\n".join(lines)
 
 
@@ -159,7 +160,7 @@ def main(argv=None) -> dict:
                 torch.cuda.synchronize(device)
             ref_backbone_s = (time.perf_counter() - t) * args.n / args.ref_images
         ref_tde_s = time_per_call(lambda a: tde_logits(cache.features, cache.weight, cache.direction, a,
-                                                       tau=cache.tau, gamma=cache.gamma,
+                                                       cn_tau=cache.cn_tau, gamma=cache.gamma,
                                                        num_heads=cache.num_heads), alphas[:5], 1)
         preds = ev.predict(1.0)
         ref_metrics_s = time_per_call(lambda a: shot_accuracy(preds, labels, counts), alphas[:5], 1)

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lt_kit.evaluate import AlphaEvaluator, FeatureCache  # noqa: E402
-from lt_kit.runs import RunDir  # noqa: E402
-from lt_kit.tde import rule_of_thumb_alpha  # noqa: E402
+from lt_kit.evaluation.summary import AlphaEvaluator, FeatureCache  # noqa: E402
+from lt_kit.maths.tde import rule_of_thumb_alpha  # noqa: E402
+from lt_kit.runs.rundir import RunDir  # noqa: E402
 
 ALPHAS = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0]
 
@@ -36,7 +36,8 @@ def sweep_markdown(run_dir: Path, alphas=ALPHAS) -> str:
     for a in sorted(set(alphas) | {preset}):
         m = ev.metrics(a)
         lines.append(f"| {a:g}{' (preset)' if a == preset else ''} | {pct(m['overall'])} | {pct(m['many'])} | "
-                     f"{pct(m['medium'])} | {pct(m['few'])} | {pct(m['head_tail']['head'])} | {pct(m['head_tail']['tail'])} |")
+                     f"{pct(m['medium'])} | {pct(m['few'])} | {pct(m['head_tail']['head'])} | "
+                     f"{pct(m['head_tail']['tail'])} |")
     return "\n".join(lines) + "\n"
 
 

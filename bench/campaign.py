@@ -6,7 +6,7 @@
     python bench/campaign.py table                             # rebuild the results from the recorded rows
 
 Each row is a normal lt_kit run dir under ``--runs`` (default ``~/.cache/lt_kit/<manifest name>``, outside the
-work tree so that a fresh clone on the same machine resumes it), trained by ``lt_kit.train.fit`` with
+work tree so that a fresh clone on the same machine resumes it), trained by ``lt_kit.training.fit.fit`` with
 ``resume`` whenever it has a checkpoint: killing the campaign at any moment, ``kill -9`` included, loses at most
 the epoch in flight (checkpoints and results are written atomically). A missing run dir starts its row over.
 
@@ -37,11 +37,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 # Everything from lt_kit is imported once, at start: a campaign runs for days and keeps the code it started with.
 from accuracy import machine, markdown, run_rows  # noqa: E402
+
 from lt_kit import compare_runs, fit  # noqa: E402
-from lt_kit.build import resolve_device  # noqa: E402
 from lt_kit.config import load_params_file, resolve  # noqa: E402
 from lt_kit.errors import LtKitError  # noqa: E402
-from lt_kit.runs import write_json  # noqa: E402
+from lt_kit.runs.rundir import write_json  # noqa: E402
+from lt_kit.training.build import resolve_device  # noqa: E402
 
 RECORDED_FILES = ("params.yaml", "metrics.json", "history.json", "version.json", "subset.json", "subset_indices.npy",
                   "val_indices.npy", "log.txt", "evaluated.pt")
@@ -141,7 +142,7 @@ class Campaign:
     def record(self, row: dict, metrics: dict, params: dict) -> None:
         run = self.run_dir(row)
         hist = json.loads((run / "history.json").read_text())
-        wall = sum(e["seconds"] for e in hist)          # the training epochs' wall time, over every session
+        wall = sum(e["seconds"] for e in hist)          # the training epochs' wall time, over every resumption
         dest = self.results / "runs" / row["name"]
         dest.mkdir(parents=True, exist_ok=True)
         for f in RECORDED_FILES:
@@ -173,14 +174,17 @@ class Campaign:
         metas = [rec["meta"] for rec in recs]
         meta = {"machine": "; ".join(sorted({f"{m['machine']} ({m['device']})" for m in metas})),
                 "epochs": 200 if all(m["epochs"] == 200 for m in metas) else sorted({m["epochs"] for m in metas}),
-                "schedule": "the reference's (params/cifar10_lt_resnet32.yaml)", "seeds": sorted({m["seed"] for m in metas}),
+                "schedule": "the reference's (params/cifar10_lt_resnet32.yaml)",
+                "seeds": sorted({m["seed"] for m in metas}),
                 "command": f"python bench/campaign.py run --data-root $CIFAR  (manifest {_rel(self.m['path'])})",
                 "version": metas[-1]["version"], "val_per_class": 50, "rows": metas}
         groups = compare_runs([str(self.results / "runs" / m["row"]) for m in metas])
-        md = markdown(rows, meta).replace("Validation split:", "Validation split (rows 1-6; rows named *_noval have none):") + \
+        md = markdown(rows, meta).replace("Validation split:",
+                                          "Validation split (rows 1-6; rows named *_noval have none):") + \
             "\n## Mean ± sample sd over seeds (`python -m lt_kit compare`)\n\n" + groups.markdown() + \
             "\n## Rows\n\n" + "\n".join(f"- {m['row']}: {m['wall_seconds'] / 3600:.2f} h of training on {m['machine']} "
-                                         f"({m['device']}, bf16={m['bf16']}), finished {m['finished']}" for m in metas) + "\n"
+                                         f"({m['device']}, bf16={m['bf16']}), finished {m['finished']}"
+                                         for m in metas) + "\n"
         write_json(self.results / f"{self.m['name']}.json", {"meta": meta, "rows": rows})
         (self.results / f"{self.m['name']}.md").write_text(md)
 

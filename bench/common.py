@@ -111,8 +111,8 @@ def machine_lines(info: dict, contention: str) -> list[str]:
 
 def threads_and_device(parser, args) -> torch.device:
     """Apply ``--threads`` and resolve ``--device`` the way lt_kit does; a bad device is a usage error."""
-    from lt_kit.build import resolve_device
     from lt_kit.errors import LtKitError
+    from lt_kit.training.build import resolve_device
     torch.set_num_threads(args.threads)
     try:
         return resolve_device(args.device)

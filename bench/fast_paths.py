@@ -1,9 +1,9 @@
 """Whole training runs timed solo, one path at a time (``bench/speed.py --full-epochs N``), and the GPU equality
-check of the captured step (``--check``), for issue 11's report.
+check of the captured step (``--check``).
 
 Paths, each a fresh model (seed 0) trained for N epochs of the reference recipe (lr warm-up and milestones as
 ``fit``, the direction update, cross-entropy on the causal-norm logits), training only (no evaluation):
-  eager      ``train_one_epoch`` over the ``TensorLoader``, default SGD: today's ``fit`` path;
+  eager      ``train_one_epoch`` over the ``TensorLoader``, default SGD: ``fit``'s path;
   fast       ``FastStep`` (``fast_step=true``): the whole step on static buffers, a CUDA graph on CUDA;
   fast_bf16  the same with bf16 autocast on the backbone (head and features float32);
   bound      one batch already on the device, forward + backward + fused SGD captured (CUDA) and replayed
@@ -23,15 +23,14 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lt_kit.fast_step import FastStep, make_optimizer  # noqa: E402
+from lt_kit.maths.schedule import lr_at, mu_at  # noqa: E402
 from lt_kit.methods import make_criterion  # noqa: E402
 from lt_kit.models import LTModel  # noqa: E402
 from lt_kit.precision import autocast  # noqa: E402
-from lt_kit.schedule import lr_at, mu_at  # noqa: E402
-from lt_kit.train import train_one_epoch  # noqa: E402
+from lt_kit.training.fast_step import FastStep, make_optimizer  # noqa: E402
+from lt_kit.training.fit import train_one_epoch  # noqa: E402
 
 PATHS = ("eager", "fast", "fast_bf16", "bound", "eager_bf16", "bound_bf16")
 
@@ -111,7 +110,7 @@ def _bound(model, params, loader, crit, device, epochs, bf16=False):
         opt.zero_grad(set_to_none=True)
         with torch.cuda.graph(graph):
             step()
-    for e, lr, _ in _schedule(params, epochs):
+    for _e, lr, _ in _schedule(params, epochs):
         lr_t.fill_(lr)
         for _ in range(len(loader)):
             if graph is not None:
@@ -126,7 +125,7 @@ def _bound(model, params, loader, crit, device, epochs, bf16=False):
 def check_equal(params: dict, loader, counts, device, epochs: int = 2, bf16: bool = False) -> dict:
     """The captured step against the same function run eagerly (same fused SGD, same draws, same bf16 setting),
     bit for bit, with deterministic cuDNN (and, for cuBLAS across streams, CUBLAS_WORKSPACE_CONFIG set by the
-    caller); then, for information only, the max abs difference from today's eager loop (default SGD, fp32),
+    caller); then, for information only, the max abs difference from the eager loop (default SGD, fp32),
     which rounds differently and drifts over epochs."""
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     base = _model(params, device, params["channels_last"])
@@ -164,7 +163,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--paths", default=",".join(PATHS))
     ap.add_argument("--channels-last", action="store_true", help="--check: model and batches in channels_last")
-    ap.add_argument("--bf16", action="store_true", help="--check: bf16 autocast on both step paths (CUDA)")
+    ap.add_argument("--bf16", action="store_true", help="--check: bf16 autocast on both step paths")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from speed import prepare_data
@@ -173,7 +172,7 @@ def main(argv=None) -> dict:
     if args.check:
         loader = data.train
         if args.channels_last:
-            from lt_kit.loaders import TensorLoader
+            from lt_kit.data.loaders import TensorLoader
             params = {**params, "channels_last": True}
             loader = TensorLoader(loader.images, loader.labels, batch_size=loader.batch_size, mean=loader.mean,
                                   std=loader.std, train=True, pad=loader.pad, seed=loader.seed, channels_last=True)

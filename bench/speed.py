@@ -1,7 +1,7 @@
 """Training throughput, three ways, in one process on one machine (ResNet-32, CIFAR-10-LT ratio 100, batch 256):
 
   (a) lt_kit: ``TensorLoader`` (whole split as a uint8 tensor on the device, batched seeded crop/flip/normalise)
-      feeding ``lt_kit.train.train_one_epoch``, the step ``fit`` runs;
+      feeding ``lt_kit.training.loop.train_one_epoch``, the step ``fit`` runs;
   (b) the reference's input path feeding the same model and the same step: torchvision's ``CIFAR10`` on disk
       subset to the same long-tailed indices, PIL transforms per image (RandomCrop(32, padding=4),
       RandomHorizontalFlip, ToTensor, Normalize), a ``DataLoader`` with worker processes, fp32;
@@ -39,17 +39,16 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CpuLoad, contention_note, machine_info, machine_lines, median, write_results, threads_and_device  # noqa: E402
+from common import CpuLoad, contention_note, machine_info, machine_lines, median, threads_and_device, write_results  # noqa: E402
 
-from lt_kit.build import build_data  # noqa: E402
 from lt_kit.config import DEFAULTS, resolve  # noqa: E402
-from lt_kit.data import dataset_info, long_tail_counts  # noqa: E402
-from lt_kit.loaders import TensorLoader  # noqa: E402
+from lt_kit.data.datasets import dataset_info, long_tail_counts  # noqa: E402
+from lt_kit.data.loaders import TensorLoader  # noqa: E402
+from lt_kit.maths.schedule import lr_at  # noqa: E402
 from lt_kit.models import LTModel  # noqa: E402
 from lt_kit.precision import autocast, native_bf16_cpu  # noqa: E402
-from lt_kit.schedule import lr_at  # noqa: E402
-from lt_kit.train import train_one_epoch  # noqa: E402
-
+from lt_kit.training.build import build_data  # noqa: E402
+from lt_kit.training.fit import train_one_epoch  # noqa: E402
 
 # --options: each names the Group settings it measures, against the plain fp32 contiguous group
 OPTIONS = {"channels_last": {"channels_last": True}, "compile": {"compile": True}, "bf16": {"bf16": True},
@@ -226,7 +225,7 @@ def markdown(res: dict, info: dict, contention: str, command: str) -> str:
              f"contiguous memory", f"- Command: `{command}`", "",
              "| path | images/s (median) | ms per batch | best round | per round (images/s) |",
              "|---|---:|---:|---:|---|"]
-    for name, v in res["variants"].items():
+    for v in res["variants"].values():
         lines.append(f"| {v['label']} | {v['img_s']:.1f} | {1000 * bs / v['img_s']:.0f} | {v['best_img_s']:.1f} | "
                      f"{', '.join(f'{r:.1f}' for r in v['rounds'])} |")
     lines += ["", "| ratio | value | goal |", "|---|---:|---:|",
@@ -249,7 +248,8 @@ def markdown(res: dict, info: dict, contention: str, command: str) -> str:
                       ("compile_speedup_a", "a compiled / a eager"),
                       ("compile_speedup_c", "c compiled / c eager"),
                       ("a_over_c_bf16", "a / c, both bf16"), ("a_bf16_over_b", "a (bf16) / b"),
-                      ("bf16_speedup_a", "a bf16 / a fp32 (contiguous)"), ("bf16_speedup_c", "c bf16 / c fp32 (contiguous)"),
+                      ("bf16_speedup_a", "a bf16 / a fp32 (contiguous)"),
+                      ("bf16_speedup_c", "c bf16 / c fp32 (contiguous)"),
                       ("bf16_cl_over_cl_a", "a bf16 + channels_last / a channels_last"),
                       ("bf16_cl_over_cl_c", "c bf16 + channels_last / c channels_last"),
                       ("a_over_c_bf16_channels_last", "a / c, both bf16 + channels_last")):
@@ -273,7 +273,8 @@ def markdown(res: dict, info: dict, contention: str, command: str) -> str:
                 lines.append(f"| {k} | failed: {v['error']} | | | | |")
                 continue
             fmt = "channels_last" if v.get("channels_last") else "contiguous"
-            lines.append(f"| {k} | {v['epochs']} | {fmt} | {v['seconds']:.1f} | {v['img_s']:.0f} | {v['last_loss']:.4f} |")
+            lines.append(f"| {k} | {v['epochs']} | {fmt} | {v['seconds']:.1f} | {v['img_s']:.0f} | "
+                         f"{v['last_loss']:.4f} |")
         proj = res.get("seconds_200_epochs_projected")
         if proj:
             lines += ["", f"200 epochs, **projected** from {proj['from_measured_epochs']} measured epochs (training "
@@ -296,7 +297,7 @@ def prepare_data(data_root, device: str, batch_size: int):
         write_fake_cifar10(root, long_tail_counts(10, 5000, 100))
     params = resolve({"dataset": "cifar10_lt", "data_root": str(root), "imbalance_ratio": 100.0,
                       "batch_size": batch_size, "device": device, "channels_last": False})   # (a) contiguous
-    from lt_kit.build import resolve_device
+    from lt_kit.training.build import resolve_device
     return params, build_data(params, resolve_device(device)), root, data_desc, tmp
 
 
@@ -443,7 +444,8 @@ def main(argv=None) -> dict:
         out[f"seconds_{args.full_epochs}_epochs"] = {k: v["seconds"] for k, v in solo_res.items() if "seconds" in v}
         if args.full_epochs != 200:          # a projection, labelled as one: the measured epochs times 200 / N
             out["seconds_200_epochs_projected"] = {
-                "from_measured_epochs": args.full_epochs, "note": "projected, not measured: training only, no evaluation",
+                "from_measured_epochs": args.full_epochs,
+                "note": "projected, not measured: training only, no evaluation",
                 **{k: round(v["seconds"] * 200 / args.full_epochs, 1) for k, v in solo_res.items() if "seconds" in v}}
     if "compile" in options:
         out["compile_first_step_s"] = round(groups["compile"].first_step_s, 1)

@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from .data import DATASETS
-from .errors import LtKitError
-from .tde import check_alpha
+from lt_kit.data.datasets import DATASETS
+from lt_kit.errors import LtKitError
+from lt_kit.maths.strength import check_alpha
 
 # name: (default, type, help). Types: bool, int, float, str, list (of ints).
 PARAMS: dict[str, tuple[Any, type, str]] = {
@@ -42,7 +42,7 @@ PARAMS: dict[str, tuple[Any, type, str]] = {
     "head": ("causal_norm", str, "causal_norm (De-confound), linear (softmax baseline, bias-free) or norm_linear "
                                  "(LDAM's cosine classifier); see methods.py"),
     "num_heads": (2, int, "K: heads of the causal-norm classifier"),
-    "tau": (16.0, float, "tau: logit scale"),
+    "tau": (16.0, float, "causal-norm head: the logit scale tau of Eq. 7 (16 in the paper)"),
     "gamma": (0.03125, float, "gamma: the causal norm's class-agnostic term, ||w|| + gamma"),
     "norm_scale": (30.0, float, "norm_linear head (LDAM's normalised classifier): logit scale s"),
     "loss": ("ce", str, "training loss: ce, logit_adjusted (tau=1: Balanced Softmax), ldam_drw (norm_linear head)"),
@@ -69,7 +69,8 @@ PARAMS: dict[str, tuple[Any, type, str]] = {
                              "policy) or randaugment (tensor data sets)"),
     "randaugment_ops": (2, int, "randaugment: operations per image (N)"),
     "randaugment_magnitude": (9, int, "randaugment: magnitude bin M of torchvision's 31 (0-30)"),
-    "cutout": (0, int, "Cutout: side in pixels of one black square per image (0 = off; 16 for CIFAR; tensor data sets)"),
+    "cutout": (0, int, "Cutout: side in pixels of one black square per image (0 = off; 16 for CIFAR; tensor data "
+                       "sets)"),
     "mixup_alpha": (0.0, float, "mixup: Beta(alpha, alpha) mixing of each batch (0 = off; the direction then sees "
                                 "mixed features)"),
     "cutmix_alpha": (0.0, float, "CutMix: Beta(alpha, alpha) box area (0 = off; with mixup on, each batch picks one)"),
@@ -82,15 +83,15 @@ PARAMS: dict[str, tuple[Any, type, str]] = {
     # execution
     "seed": (0, int, "seed of initialisation, shuffling and augmentation"),
     "device": ("auto", str, "auto (cuda if present, else cpu), cpu, cuda, cuda:N, mps"),
-    "channels_last": (True, bool, "channels-last memory format (1.20x-1.34x per step on a 2-core CPU, idle; "
-                                  "bench/results/defaults_cpu)"),
-    "bf16": ("auto", bool, "bfloat16 autocast of the backbone for training and feature extraction (head, features "
-                           "and direction stay float32): true, false, or auto = on for a CPU with native bf16, off "
-                           "on CUDA (precision.py)"),
+    "channels_last": (True, bool, "channels-last memory format for the model and batches (faster convolutions on "
+                                  "CPUs and GPUs; docs/performance.md)"),
+    "bf16": (False, bool, "bfloat16 autocast of the backbone for training and feature extraction (head, features "
+                          "and direction stay float32): true, false, or auto (on for a CPU with native bf16, off on "
+                          "CUDA); docs/performance.md"),
     "compile": (False, bool, "torch.compile the backbone"),
     "fast_step": (False, bool, "the whole training step as one function on static buffers (fused SGD, no host sync "
-                               "in an epoch), captured as a CUDA graph on CUDA (fast_step.py); tensor data sets, "
-                               "one process, no mixup/cutmix/augment/cutout"),
+                               "in an epoch), captured as a CUDA graph on CUDA (training/fast_step.py); tensor data "
+                               "sets, one process, no mixup/cutmix/augment/cutout"),
     "cudnn_benchmark": (True, bool, "let cuDNN pick the fastest convolution algorithms"),
     "sync_bn": (False, bool, "SyncBatchNorm across processes under torchrun"),
 }
@@ -104,10 +105,10 @@ CHOICES = {"dataset": list(DATASETS), "mu_schedule": ["fixed", "lr_scaled"],
 def choices(key: str) -> list[str] | None:
     """The valid values of ``key``; heads and losses come from their registries (imported late: torch)."""
     if key == "head":
-        from .models import HEADS
+        from lt_kit.models import HEADS
         return list(HEADS)
     if key == "loss":
-        from .methods import LOSSES
+        from lt_kit.methods import LOSSES
         return list(LOSSES)
     return CHOICES.get(key)
 
@@ -134,7 +135,8 @@ def coerce(key: str, value: Any, where: str = "") -> Any:
           int: lambda v: isinstance(v, int) and not isinstance(v, bool),
           float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
           str: lambda v: isinstance(v, str),
-          list: lambda v: isinstance(v, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) for i in v)}[typ]
+          list: lambda v: isinstance(v, (list, tuple))
+          and all(isinstance(i, int) and not isinstance(i, bool) for i in v)}[typ]
     if not ok(value):
         raise LtKitError(f"parameter {key!r}{where} must be {typ.__name__}{' or auto' if key in AUTO else ''}"
                          f"{' of ints' if typ is list else ''}, got {value!r} ({type(value).__name__})")
@@ -154,7 +156,7 @@ def resolve(overrides: dict[str, Any] | None = None, where: str = "") -> dict[st
     dataset = coerce("dataset", overrides.get("dataset", DEFAULTS["dataset"]), where)
     params = {**DEFAULTS, **DATASETS[dataset].recipe, **overrides}
     params = {k: coerce(k, v, where) for k, v in params.items()}
-    from .models import list_backbones           # late: models imports torch, config stays light
+    from lt_kit.models import list_backbones  # late: models imports torch, config stays light
     if params["arch"] not in list_backbones():
         raise LtKitError(f"unknown arch {params['arch']!r}{where}; valid: {', '.join(list_backbones())}")
     if params["imbalance_ratio"] < 1:
@@ -163,7 +165,7 @@ def resolve(overrides: dict[str, Any] | None = None, where: str = "") -> dict[st
         check_alpha(params["alpha"])
     except ValueError as e:
         raise LtKitError(str(e)) from None
-    from .methods import check_loss
+    from lt_kit.methods import check_loss
     check_loss(params)
     if params["val_per_class"] < 0:
         raise LtKitError(f"val_per_class must be >= 0, got {params['val_per_class']}")
@@ -171,7 +173,6 @@ def resolve(overrides: dict[str, Any] | None = None, where: str = "") -> dict[st
         check_val_split(params)
     check_recipe(params)
     if params["fast_step"]:
-        from .fast_step import fast_step_blockers
         why = fast_step_blockers(params, _torchrun_world_size())
         if why:
             raise LtKitError(f"fast_step=true cannot run with these parameters ({'; '.join(why)}); set "
@@ -255,3 +256,22 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
             raise LtKitError(f"--set expects key=value, got {item!r}")
         out[key.strip()] = coerce(key.strip(), value, " (--set)")
     return out
+
+
+def fast_step_blockers(params: dict, world_size: int = 1) -> list[str]:
+    """Why the fast step cannot run these params (empty: it can)."""
+    why = []
+    if DATASETS[params["dataset"]].kind != "tensor":
+        why.append(f"{params['dataset']} reads image files through a DataLoader")
+    if world_size > 1:
+        why.append("distributed runs all-reduce every step")
+    for k, off in (("mixup_alpha", 0.0), ("cutmix_alpha", 0.0), ("augment", "none"), ("cutout", 0)):
+        if params.get(k, off) != off:
+            why.append(f"{k} draws on the host every step")
+    if params.get("sam_rho", 0.0):
+        why.append("sam_rho (SAM's two passes run in the eager loop)")
+    if params.get("loss") == "ldam_drw" and params.get("label_smoothing", 0.0):
+        why.append("ldam_drw with label_smoothing (class-weighted smoothing selects on the host)")
+    if params.get("sync_bn"):
+        why.append("sync_bn")
+    return why

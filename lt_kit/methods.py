@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import LtKitError
-from .models import HEADS
-from .posthoc import check_strength, logit_adjust, tau_normalize
-from .tde import tde_parts
+from lt_kit.errors import LtKitError
+from lt_kit.maths.posthoc import logit_adjust, tau_normalize
+from lt_kit.maths.strength import check_strength
+from lt_kit.maths.tde import tde_parts
+from lt_kit.models import HEADS
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def head_logits(cache) -> Tensor:
 
 
 def _prepare_tde(cache):
-    base, effect = tde_parts(cache.features, cache.weight, cache.direction, tau=cache.tau, gamma=cache.gamma,
+    base, effect = tde_parts(cache.features, cache.weight, cache.direction, cn_tau=cache.cn_tau, gamma=cache.gamma,
                              num_heads=cache.num_heads)
     minus = torch.empty(())
     def logits(alpha: float) -> Tensor:          # Eq. 8 as one fused multiply-add
@@ -67,19 +68,20 @@ def _prepare_tde(cache):
 
 def _prepare_logit_adjust(cache):
     base, counts = head_logits(cache), list(cache.train_counts)
-    return lambda tau: logit_adjust(base, counts, tau)
+    return lambda la_tau: logit_adjust(base, counts, la_tau)
 
 
 def _prepare_tau_norm(cache):
     feats, weight = cache.features, cache.weight
-    return lambda tau: feats @ tau_normalize(weight, tau).T
+    return lambda tn_tau: feats @ tau_normalize(weight, tn_tau).T
 
 
 POSTHOC: dict[str, PostHoc] = {m.name: m for m in [
     PostHoc("tde", "TDE", "alpha", ("causal_norm",), lambda preset_alpha: preset_alpha,
             "the run's preset alpha (paper: 1.0 CIFAR-10, 1.5 CIFAR-100, 3.0 ImageNet-LT)", 3.0, _prepare_tde,
             refused={h: "TDE removes the momentum direction's effect through the causal-norm head's normalised "
-                        "heads; this head has no such term (train head=causal_norm)" for h in HEADS if h != "causal_norm"}),
+                        "heads; this head has no such term (train head=causal_norm)"
+                     for h in HEADS if h != "causal_norm"}),
     PostHoc("logit_adjust", "logit adj.", "tau", tuple(HEADS), lambda _: 1.0,
             "tau = 1 (Menon et al.: the Bayes-optimal shift for a balanced test set)", 3.0, _prepare_logit_adjust),
     PostHoc("tau_norm", "tau-norm", "tau", ("linear",), lambda _: 1.0,
@@ -146,15 +148,15 @@ def _make_ce(params, counts, epoch, device=None):
 
 
 def _make_logit_adjusted(params, counts, epoch, device=None):
-    from .losses import adjusted_cross_entropy
-    from .posthoc import log_prior
-    tau, ls = params["loss_tau"], params.get("label_smoothing", 0.0)
+    from lt_kit.maths.losses import adjusted_cross_entropy
+    from lt_kit.maths.posthoc import log_prior
+    loss_tau, ls = params["loss_tau"], params.get("label_smoothing", 0.0)
     prior = log_prior(counts).to(device)            # on the device once: no copy inside a step (or a CUDA graph)
-    return lambda logits, y: adjusted_cross_entropy(logits, y, prior, tau, ls)
+    return lambda logits, y: adjusted_cross_entropy(logits, y, prior, loss_tau, ls)
 
 
 def _make_ldam_drw(params, counts, epoch, device=None):
-    from .losses import drw_weights, ldam_loss, ldam_margins
+    from lt_kit.maths.losses import drw_weights, ldam_loss, ldam_margins
     margins, scale = ldam_margins(counts, params["ldam_max_margin"]).to(device), params["norm_scale"]
     weight = drw_weights(counts, params["drw_beta"]).to(device) if epoch >= drw_epoch(params) else None
     ls = params.get("label_smoothing", 0.0)

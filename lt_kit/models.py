@@ -14,8 +14,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from .errors import LtKitError
-from .tde import tde_logits
+from lt_kit.errors import LtKitError
+from lt_kit.maths.tde import tde_logits
 
 _BACKBONES: dict[str, Callable[[], nn.Module]] = {}
 
@@ -158,22 +158,22 @@ class CausalNormHead(nn.Module):
 
     label = "De-confound"
 
-    def __init__(self, num_features: int, num_classes: int, *, num_heads: int = 2, tau: float = 16.0,
+    def __init__(self, num_features: int, num_classes: int, *, num_heads: int = 2, cn_tau: float = 16.0,
                  gamma: float = 1 / 32, **_):
         super().__init__()
         if num_features % num_heads:
             raise LtKitError(f"num_heads={num_heads} does not divide the feature dimension {num_features}")
         bound = 1 / math.sqrt(num_features)                 # the reference's uniform(-1/sqrt(D), 1/sqrt(D))
         self.weight = nn.Parameter(torch.empty(num_classes, num_features).uniform_(-bound, bound))
-        self.num_heads, self.tau, self.gamma = num_heads, tau, gamma
+        self.num_heads, self.cn_tau, self.gamma = num_heads, cn_tau, gamma
 
     def forward(self, features: Tensor, direction: Tensor | None = None, alpha: float = 0.0) -> Tensor:
         return tde_logits(features, self.weight, direction, alpha,
-                          tau=self.tau, gamma=self.gamma, num_heads=self.num_heads)
+                          cn_tau=self.cn_tau, gamma=self.gamma, num_heads=self.num_heads)
 
     @staticmethod
     def cache_logits(cache) -> Tensor:
-        return tde_logits(cache.features, cache.weight, None, 0.0, tau=cache.tau, gamma=cache.gamma,
+        return tde_logits(cache.features, cache.weight, None, 0.0, cn_tau=cache.cn_tau, gamma=cache.gamma,
                           num_heads=cache.num_heads)
 
 
@@ -232,21 +232,21 @@ class LTModel(nn.Module):
     moves with ``.to(device)``. The training step updates it explicitly (see ``train.train_one_epoch``)."""
 
     def __init__(self, arch: str, num_classes: int, *, head: str = "causal_norm", num_heads: int = 2,
-                 tau: float = 16.0, gamma: float = 1 / 32, norm_scale: float = 30.0):
+                 cn_tau: float = 16.0, gamma: float = 1 / 32, norm_scale: float = 30.0):
         super().__init__()
         if head not in HEADS:
             raise LtKitError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
         self.arch, self.head_name, self.num_classes = arch, head, num_classes
         self.backbone = create_backbone(arch)
         self.num_features = self.backbone.num_features
-        self.head = HEADS[head](self.num_features, num_classes, num_heads=num_heads, tau=tau, gamma=gamma,
+        self.head = HEADS[head](self.num_features, num_classes, num_heads=num_heads, cn_tau=cn_tau, gamma=gamma,
                                 norm_scale=norm_scale)
         self.register_buffer("direction", torch.zeros(self.num_features))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Training forward: (Eq. 7 logits, features). Under bf16 autocast only the backbone's convolutions
         run in bf16: features are pooled in float32 and the head runs with autocast off, so the causal-norm
-        einsums (tau = 16 magnifies their rounding) and the cached features stay float32."""
+        einsums (cn_tau = 16 magnifies their rounding) and the cached features stay float32."""
         feats = self.backbone(x)        # backbone.forward is forward_features; calling the module honours compile()
         with torch.autocast(feats.device.type, enabled=False):
             return self.head(_wide(feats)), feats

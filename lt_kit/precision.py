@@ -18,7 +18,7 @@ import warnings
 
 import torch
 
-from .errors import LtKitError
+from lt_kit.errors import LtKitError
 
 EMULATED_NOTE = ("bf16=true on a CPU without native bf16 instructions: oneDNN emulates bfloat16, which is usually "
                  "slower than float32 here; set bf16=false (or auto) for float32")

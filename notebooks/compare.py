@@ -32,8 +32,8 @@ strict: bool = False  # stop at a folder that cannot be compared instead of skip
 out_dir: str = "runs/compare"  # folder for the table (compare.md, compare.csv) and the figures
 
 # %%
-from lt_kit.compare import compare_runs
-from lt_kit.notebook import COMPARE_PARAMS, base_dir, check_parameters, resolve_path, save_and_show
+from lt_kit.views.notebook import COMPARE_PARAMS, base_dir, check_parameters, resolve_path, save_and_show
+from lt_kit.views.report import compare_runs
 
 p = check_parameters(globals(), COMPARE_PARAMS)  # stops here on an unknown or ill-typed parameter
 out = resolve_path(p["out_dir"])

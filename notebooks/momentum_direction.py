@@ -32,8 +32,8 @@ alpha: Optional[float] = None  # TDE strength for the logit shift; None: the run
 max_points: int = 2000  # test features drawn in the 2-D projection
 
 # %%
-from lt_kit import plots
-from lt_kit.notebook import DIRECTION_PARAMS, check_parameters, load_run, save_and_show
+import lt_kit.views.plots as plots
+from lt_kit.views.notebook import DIRECTION_PARAMS, check_parameters, load_run, save_and_show
 
 p = check_parameters(globals(), DIRECTION_PARAMS)  # stops here on an unknown or ill-typed parameter
 run = load_run(p["run_dir"])

@@ -33,10 +33,10 @@ alpha_max: float = 3.0  # right end of the TDE slider and sweep (the other metho
 sweep_step: float = 0.05  # strength spacing of the static sweep
 
 # %%
-from lt_kit.evaluate import summary
-from lt_kit.posthoc_view import comparison_figure, comparison_table, method_curves
-from lt_kit.explorer import AlphaExplorer
-from lt_kit.notebook import EXPLORER_PARAMS, check_parameters, save_and_show
+from lt_kit.evaluation.summary import summary
+from lt_kit.views.explorer import AlphaExplorer
+from lt_kit.views.notebook import EXPLORER_PARAMS, check_parameters, save_and_show
+from lt_kit.views.posthoc import comparison_figure, comparison_table, method_curves
 
 p = check_parameters(globals(), EXPLORER_PARAMS)  # stops here on an unknown or ill-typed parameter
 explorer = AlphaExplorer.from_run(p["run_dir"], alpha_max=p["alpha_max"], method=p["method"])

@@ -98,7 +98,7 @@ eval_every: Optional[int] = None  # score the validation split every N epochs (n
 many_threshold: Optional[int] = None  # many-shot: more than this many training images
 few_threshold: Optional[int] = None  # few-shot: fewer than this many training images
 channels_last: Optional[bool] = None  # channels-last memory format (default on: faster on the CPU and GPUs)
-bf16: Optional[bool] = None  # bfloat16 autocast of the backbone; None for auto (on for a CPU with native bf16)
+bf16: Optional[bool] = None  # bfloat16 autocast of the backbone (off by default; auto turns it on for a CPU with native bf16)
 compile: Optional[bool] = None  # torch.compile the backbone
 fast_step: Optional[bool] = None  # the whole step on static buffers, a CUDA graph on CUDA (tensor data, one process)
 cudnn_benchmark: Optional[bool] = None  # let cuDNN pick the fastest convolution algorithms
@@ -106,10 +106,10 @@ sync_bn: Optional[bool] = None  # SyncBatchNorm across processes under torchrun
 
 # %%
 from lt_kit import fit, format_table
-from lt_kit.notebook import check_train_parameters, save_and_show, train_figures
+from lt_kit.views.notebook import check_train_parameters, save_and_show, train_figures
 
 job = check_train_parameters(globals())  # stops here on an unknown or ill-typed parameter
-job
+job  # noqa: B018 - shown as the cell's output
 
 # %% [markdown]
 # ## Train

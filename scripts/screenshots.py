@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-# Flags that keep Chromium quiet on a machine with no network (see ../shared/docs/browser-testing.md).
+# Flags that keep Chromium quiet on a machine with no network.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
                  "--disable-background-networking", "--disable-component-update", "--disable-dev-shm-usage"]
 # JupyterLab settings for a scripted session: every cell stays in the DOM (no virtual scrolling), no news

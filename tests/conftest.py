@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def smoke_run(tmp_path_factory) -> Path:
     """A run dir trained with params/smoke.yaml (digits, 3 epochs): metrics, checkpoint and feature cache."""
     from lt_kit.config import load_params_file, resolve
-    from lt_kit.train import fit
+    from lt_kit.training.fit import fit
     run = tmp_path_factory.mktemp("smoke") / "run"
     fit(resolve(load_params_file(ROOT / "params" / "smoke.yaml")), run, progress=False)
     return run

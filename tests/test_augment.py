@@ -3,10 +3,10 @@ own operations, mixing weights, the reference stream untouched, and the switches
 import pytest
 import torch
 
-from lt_kit.augment import Mixer, PolicyAugment, cutout_
 from lt_kit.config import resolve
+from lt_kit.data.augment import Mixer, PolicyAugment, cutout_
+from lt_kit.data.loaders import TensorLoader
 from lt_kit.errors import LtKitError
-from lt_kit.loaders import TensorLoader
 
 
 def _images(n=24, c=3, s=16, seed=0):
@@ -146,8 +146,8 @@ def test_label_smoothing_reaches_every_loss():
                                    "label_smoothing": 0.1},
                                   {"augment": "randaugment", "head": "linear", "loss": "logit_adjusted"}])
 def test_switches_end_to_end(tmp_path, sets):
-    from lt_kit.train import fit
-    from lt_kit.runs import read_json
+    from lt_kit.runs.rundir import read_json
+    from lt_kit.training.fit import fit
     p = resolve({"dataset": "digits_lt", "epochs": 2, "warmup_epochs": 1, "milestones": [2], "device": "cpu", **sets})
     m = fit(p, tmp_path / "run", progress=False)
     assert 0 <= m["softmax"]["overall"] <= 1
@@ -162,9 +162,10 @@ def test_switches_end_to_end(tmp_path, sets):
 def test_sam_step_uses_the_gradient_at_the_moved_weights():
     """One SAM step by hand (torch.func on a copy) equals train_one_epoch's SAM step; BN stats move once."""
     import copy
-    from lt_kit import sam
+
+    import lt_kit.training.sam as sam
     from lt_kit.models import LTModel
-    from lt_kit.train import train_one_epoch
+    from lt_kit.training.loop import train_one_epoch
     torch.manual_seed(0)
     model = LTModel("resnet32", 4)
     ref = copy.deepcopy(model)
@@ -195,7 +196,7 @@ def test_sam_step_uses_the_gradient_at_the_moved_weights():
 
 
 def test_sam_switch_end_to_end(tmp_path):
-    from lt_kit.train import fit
+    from lt_kit.training.fit import fit
     p = resolve({"dataset": "digits_lt", "epochs": 1, "warmup_epochs": 1, "milestones": [2], "device": "cpu",
                  "sam_rho": 0.05, "mixup_alpha": 0.2})
     m = fit(p, tmp_path / "run", progress=False)

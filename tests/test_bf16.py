@@ -13,14 +13,15 @@ import torch
 import yaml
 
 import lt_kit.precision as P
-from lt_kit.build import build_data, build_model
 from lt_kit.config import load_params_file, resolve
 from lt_kit.errors import LtKitError, NonFiniteLossError
-from lt_kit.evaluate import extract_features
-from lt_kit.fast_step import FastStep, make_optimizer
+from lt_kit.evaluation.features import extract_features
 from lt_kit.methods import make_criterion
-from lt_kit.runs import load_checkpoint
-from lt_kit.train import fit, train_one_epoch
+from lt_kit.runs.rundir import load_checkpoint
+from lt_kit.training.build import build_data, build_model
+from lt_kit.training.fast_step import FastStep, make_optimizer
+from lt_kit.training.fit import fit
+from lt_kit.training.loop import train_one_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -86,7 +87,7 @@ def test_backbone_in_bf16_and_what_tde_reads_in_float32():
 
 
 def test_bf16_resume_gives_the_uninterrupted_weights(tmp_path, monkeypatch):
-    import lt_kit.train as T
+    import lt_kit.training.fit as T
     fit(smoke(epochs=3, bf16=True), tmp_path / "full", progress=False)
     real = T.train_one_epoch
     monkeypatch.setattr(T, "train_one_epoch", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt)
@@ -143,7 +144,7 @@ def _first_conv(model) -> torch.nn.Conv2d:
 @pytest.mark.parametrize("switch", ["bf16", "channels_last", "compile", "fast_step"])
 def test_every_speed_switch_changes_what_it_claims_on_the_cpu(switch, tmp_path, monkeypatch):
     """One smoke epoch with the switch on and one with it off; each observes what the switch claims to change."""
-    import lt_kit.train as T
+    import lt_kit.training.fit as T
     seen = {}
     real_build = T.build_model
 

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 import campaign  # noqa: E402
 
-import lt_kit.train as T  # noqa: E402
+import lt_kit.training.fit as T  # noqa: E402
 
 
 def _manifest(tmp_path: Path, rows: list[dict]) -> Path:

@@ -3,10 +3,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 
 from lt_kit.cli import main
-
-from conftest import ROOT
 
 
 def run(capsys, *argv):

@@ -17,13 +17,13 @@ import papermill as pm
 import pytest
 import yaml
 
-from lt_kit.precision import resolve_bf16
-
 from lt_kit.cli import main
-from lt_kit.compare import compare_runs, evaluations, group_runs, mean_std, read_run
 from lt_kit.config import load_params_file, resolve
 from lt_kit.errors import LtKitError
-from lt_kit.runs import RunDir, indices_checksum, subset_checksum
+from lt_kit.precision import resolve_bf16
+from lt_kit.runs.compare import evaluations, mean_std, read_run
+from lt_kit.runs.rundir import RunDir, indices_checksum, subset_checksum
+from lt_kit.views.report import compare_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT / "notebooks" / "compare.ipynb"
@@ -326,7 +326,7 @@ def test_cli_skips_or_refuses_with_strict(mixed, capsys):
 @pytest.fixture(scope="module")
 def trained(smoke_run, tmp_path_factory) -> list[str]:
     """Two seeds of params/smoke.yaml: conftest's smoke_run (seed 0) and seed 1, trained here (seconds)."""
-    from lt_kit.train import fit
+    from lt_kit.training.fit import fit
     run = tmp_path_factory.mktemp("compare_runs") / "smoke_s1"
     fit(resolve({**load_params_file(ROOT / "params" / "smoke.yaml"), "seed": 1}), run, progress=False)
     return [str(smoke_run), str(run)]

@@ -3,10 +3,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
-
-from lt_kit.data import load_tensor_dataset, long_tail_counts, long_tail_indices, read_cifar, read_digits
-from lt_kit.errors import LtKitError
 from conftest import write_cifar
+
+from lt_kit.data.datasets import load_tensor_dataset, long_tail_counts, long_tail_indices, read_cifar, read_digits
+from lt_kit.errors import LtKitError
 
 
 def test_cifar10_ratio100_profile():

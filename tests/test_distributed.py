@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 import torch
 
-from lt_kit import distributed as D
+import lt_kit.training.distributed as D
 from lt_kit.errors import LtKitError
-from lt_kit.runs import load_checkpoint
+from lt_kit.runs.rundir import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "params" / "smoke.yaml")
@@ -63,7 +63,7 @@ def _torchrun(run_dir: Path, cwd: Path, **sets: str) -> subprocess.CompletedProc
 def one_process(tmp_path_factory) -> Path:
     """The reference: the same parameters in one process (in this process, one thread)."""
     from lt_kit.config import load_params_file, parse_sets, resolve
-    from lt_kit.train import fit
+    from lt_kit.training.fit import fit
     run = tmp_path_factory.mktemp("ddp") / "one"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -137,7 +137,7 @@ def test_two_processes_default_ddp_and_only_rank0_writes(one_process, tmp_path):
 _WORKER = textwrap.dedent("""
     import sys, torch
     from torch import nn
-    from lt_kit import distributed as D
+    import lt_kit.training.distributed as D
     torch.set_num_threads(1)
     info = D.setup(torch.device("cpu"))
     out = {}

@@ -6,12 +6,13 @@ import copy
 import pytest
 import torch
 
-from lt_kit.build import build_data, build_model
 from lt_kit.config import resolve
 from lt_kit.errors import LtKitError, NonFiniteLossError
-from lt_kit.fast_step import FastStep, make_optimizer
 from lt_kit.methods import make_criterion
-from lt_kit.train import fit, train_one_epoch
+from lt_kit.training.build import build_data, build_model
+from lt_kit.training.fast_step import FastStep, make_optimizer
+from lt_kit.training.fit import fit
+from lt_kit.training.loop import train_one_epoch
 
 CPU = torch.device("cpu")
 
@@ -110,7 +111,7 @@ def test_fast_step_refuses_what_it_cannot_run():
 def test_fast_step_under_torchrun_is_refused_before_the_run_dir_is_written(tmp_path, monkeypatch, capsys):
     """Two processes (torchrun's environment; the process group faked): refused as one process refuses
     mixup, by the CLI's parameter check and by ``fit`` itself, and nothing is written."""
-    from lt_kit import distributed as D
+    import lt_kit.training.distributed as D
     from lt_kit.cli import main
     monkeypatch.setattr(D, "setup", lambda device: D.DistInfo(0, 2, 0))
     monkeypatch.setattr(D, "barrier", lambda info: None)

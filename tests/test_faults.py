@@ -26,6 +26,7 @@ outcome asserted. "Nothing lost": the files of the last complete epoch survive a
 """
 from __future__ import annotations
 
+import builtins
 import errno
 import json
 import os
@@ -36,22 +37,20 @@ import sys
 import textwrap
 from pathlib import Path
 
-import builtins
 import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import ROOT
 from PIL import Image
 
-from lt_kit import runs
+import lt_kit.runs.rundir as runs
 from lt_kit.cli import main
 from lt_kit.config import load_params_file, resolve
 from lt_kit.errors import LtKitError
-from lt_kit.lock import LOCK_NAME, RunLock
-from lt_kit.runs import load_checkpoint
-from lt_kit.train import fit
-
-from conftest import ROOT
+from lt_kit.runs.lock import LOCK_NAME, RunLock
+from lt_kit.runs.rundir import load_checkpoint
+from lt_kit.training.fit import fit
 
 SMOKE = str(ROOT / "params" / "smoke.yaml")
 
@@ -110,7 +109,7 @@ def disk_full(monkeypatch, name: str, after: int = 0) -> None:
 _KILLED = textwrap.dedent("""
     import io, os, signal, sys, torch
     torch.set_num_threads(int(sys.argv[3]))
-    from lt_kit import train
+    import lt_kit.training.fit as train
     from lt_kit.config import load_params_file, resolve
     mode, run_dir, smoke = sys.argv[1], sys.argv[2], sys.argv[4]
     die = lambda: os.kill(os.getpid(), signal.SIGKILL)
@@ -194,9 +193,9 @@ def test_nan_loss_one_line_and_last_epoch_kept(tmp_path, capsys):
 
 _NAN_RANK = textwrap.dedent("""
     import torch
-    from lt_kit import distributed as D
+    import lt_kit.training.distributed as D
     from lt_kit.errors import NonFiniteLossError
-    from lt_kit.train import train_one_epoch
+    from lt_kit.training.loop import train_one_epoch
     torch.set_num_threads(1)
     info = D.setup(torch.device("cpu"))
     class Tiny(torch.nn.Module):
@@ -291,7 +290,7 @@ def test_truncated_and_foreign_checkpoints(smoke_copy, tmp_path, capsys):
 
 
 def test_truncated_feature_cache(smoke_copy):
-    from lt_kit.notebook import load_run
+    from lt_kit.views.notebook import load_run
     cache = smoke_copy / "features.pt"
     cache.write_bytes(cache.read_bytes()[:3000])
     with pytest.raises(LtKitError, match=r"features.pt is not a readable feature cache .*delete it and run"):
@@ -318,7 +317,7 @@ def test_second_writer_is_refused_then_a_stale_lock_is_taken_over(tmp_path, caps
     run = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from lt_kit.lock import RunLock
+        from lt_kit.runs.lock import RunLock
         RunLock({str(run)!r}).acquire()
         print("locked", flush=True)
         time.sleep(600)
@@ -341,7 +340,7 @@ def test_second_writer_is_refused_then_a_stale_lock_is_taken_over(tmp_path, caps
 
 # ----------------------------------------------------------------------------------------- 14, 15: Ctrl-C
 def _interrupt_at(monkeypatch, epoch: int) -> None:
-    import lt_kit.train as T
+    import lt_kit.training.fit as T
     real = T.train_one_epoch
 
     def train_one_epoch(*a, **k):
@@ -353,7 +352,7 @@ def _interrupt_at(monkeypatch, epoch: int) -> None:
 
 def test_ctrl_c_in_the_notebook_then_resume(smoke_run, tmp_path, monkeypatch):
     from lt_kit.config import PARAMS
-    from lt_kit.notebook import check_train_parameters
+    from lt_kit.views.notebook import check_train_parameters
     ns = {**{k: None for k in PARAMS}, "device": "auto", **load_params_file(SMOKE),     # the notebook's globals()
           "run_dir": str(tmp_path / "run"), "overwrite": False, "resume": False}
     job = check_train_parameters(ns)
@@ -373,7 +372,7 @@ def test_ctrl_c_in_the_first_epoch_restarts(tmp_path, capsys, monkeypatch):
     code, err = cli(capsys, "train", "--params", SMOKE, "--set", "epochs=1", "--run-dir", str(run), "--quiet")
     assert code == 130 and "nothing to resume; run the same command again" in err
     assert (run / "params.yaml").is_file() and not (run / "checkpoint.pt").exists()
-    from lt_kit.notebook import check_run_dir
+    from lt_kit.views.notebook import check_run_dir
     with pytest.raises(LtKitError, match="stopped before its first complete epoch; train it again"):
         check_run_dir(run)                                                # the explorer's advice works
     monkeypatch.undo()

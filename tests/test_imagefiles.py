@@ -17,9 +17,9 @@ from PIL import Image
 
 from lt_kit.cli import main
 from lt_kit.config import load_params_file, resolve
-from lt_kit.data import dataset_info
+from lt_kit.data.datasets import dataset_info
+from lt_kit.data.imagefiles import load_file_dataset, read_list_file
 from lt_kit.errors import LtKitError
-from lt_kit.imagefiles import load_file_dataset, read_list_file
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGENET_LT = str(ROOT / "params" / "imagenet_lt_resnext50.yaml")
@@ -110,8 +110,8 @@ def test_imagenet_lt_end_to_end_with_the_reference_recipe(tmp_path, capsys):
         assert (m[key]["many"], m[key]["medium"], m[key]["few"]) == (acc[0], acc[1], acc[999])
 
     # the reported softmax numbers are the best epoch's weights, not the last epoch's
-    from lt_kit.train import test_run
-    best = test_run(run, alpha=0.0, checkpoint=run / "best.pt")
+    from lt_kit.training.score import score_run
+    best = score_run(run, alpha=0.0, checkpoint=run / "best.pt")
     assert np.allclose(best["metrics"]["per_class"], m["softmax"]["per_class"], equal_nan=True)
     # 997 classes have no training image: logit adjustment (log prior -inf) is recorded as not scored, with why
     assert "every class" in m["methods"]["logit_adjust"]["unavailable"] and "rule" in m["methods"]["tde"]

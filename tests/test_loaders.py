@@ -1,6 +1,6 @@
 import torch
 
-from lt_kit.loaders import TensorLoader
+from lt_kit.data.loaders import TensorLoader
 
 
 def make(n=40, **kw):

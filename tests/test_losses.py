@@ -6,15 +6,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ROOT
 
 from lt_kit.config import load_params_file, resolve
 from lt_kit.errors import LtKitError
-from lt_kit.losses import drw_weights, ldam_loss, ldam_margins, logit_adjusted_loss
+from lt_kit.maths.losses import drw_weights, ldam_loss, ldam_margins, logit_adjusted_loss
 from lt_kit.methods import LOSSES, drw_epoch, make_criterion
 from lt_kit.models import HEADS, LTModel
-from lt_kit.train import fit
-
-from conftest import ROOT
+from lt_kit.training.fit import fit
 
 
 def test_logit_adjusted_loss_by_hand():
@@ -31,7 +30,7 @@ def test_logit_adjusted_loss_by_hand():
 
 def test_logit_adjusted_loss_says_what_its_prior_argument_is():
     """Counts as a list or as a tensor are counts; a log prior is given by keyword and checked to be one."""
-    from lt_kit.posthoc import log_prior
+    from lt_kit.maths.posthoc import log_prior
     logits, y = torch.zeros(2, 2), torch.tensor([0, 1])
     expect = -(math.log(5000 / 5050) + math.log(50 / 5050)) / 2                       # 2.3125
     for counts in ([5000, 50], torch.tensor([5000, 50]), torch.tensor([5000.0, 50.0])):
@@ -86,7 +85,7 @@ def test_drw_switches_at_the_first_lr_drop():
     assert before(logits, y).item() == pytest.approx(ldam_loss(logits, y, m, 30.0).item())
     assert at(logits, y).item() == pytest.approx(ldam_loss(logits, y, m, 30.0, drw_weights(counts)).item())
     assert before(logits, y).item() != pytest.approx(at(logits, y).item())
-    from lt_kit.schedule import lr_at
+    from lt_kit.maths.schedule import lr_at
     sched = {k: p[k] for k in ("lr", "schedule", "epochs", "warmup_epochs", "milestones", "lr_factor")}
     assert lr_at(27, **sched) < lr_at(26, **sched)              # the same epoch the lr first drops
     with pytest.raises(LtKitError, match="needs schedule=warmup_multistep"):

@@ -6,19 +6,19 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 
 from lt_kit import logit_adjust, tau_normalize
 from lt_kit.config import load_params_file, resolve
-from lt_kit.data import balanced_val_indices, long_tail_indices, load_tensor_dataset
+from lt_kit.data.datasets import balanced_val_indices, load_tensor_dataset, long_tail_indices
 from lt_kit.errors import LtKitError
-from lt_kit.evaluate import FeatureCache, MethodEvaluator, choose_on_val, format_table, rule_metrics, summary
+from lt_kit.evaluation.features import FeatureCache
+from lt_kit.evaluation.summary import MethodEvaluator, choose_on_val, format_table, rule_metrics, summary
+from lt_kit.maths.tde import tde_logits
 from lt_kit.methods import POSTHOC, get_method, head_logits, methods_for
 from lt_kit.models import HEADS
-from lt_kit.tde import tde_logits
-from lt_kit.train import fit
-from lt_kit.train import test_run as score_run
-
-from conftest import ROOT
+from lt_kit.training.fit import fit
+from lt_kit.training.score import score_run as score_run
 
 
 # --------------------------------------------------------------------------- the pure functions, by hand
@@ -148,7 +148,7 @@ def test_val_split_is_balanced_disjoint_seeded_and_drawn_first(cifar_root):
     assert np.array_equal(again["subset_indices"], d["subset_indices"])
     plain = load_tensor_dataset("cifar10_lt", cifar_root, imbalance_ratio=5, max_per_class=0, subset_seed=3)
     assert plain["val"] is None and plain["train_counts"][0] == 60             # the reference's subset unchanged
-    from lt_kit.data import read_cifar
+    from lt_kit.data.datasets import read_cifar
     full = read_cifar("cifar10_lt", cifar_root)[0].labels.numpy()
     assert np.array_equal(plain["subset_indices"], long_tail_indices(full, plain["train_counts"], 3))
     with pytest.raises(LtKitError, match="too few to hold out val_per_class=60"):
@@ -215,6 +215,7 @@ def test_test_rebuilds_what_fit_evaluated_and_never_rewrites_metrics(val_run, tm
 
 def test_cli_test_takes_a_method_and_strength(val_run, tmp_path, capsys):
     import shutil
+
     from lt_kit.cli import main
     run = shutil.copytree(val_run, tmp_path / "run")
     assert main(["test", "--run-dir", str(run), "--method", "logit_adjust", "--strength", "0.5"]) == 0

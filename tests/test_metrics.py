@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from lt_kit.metrics import head_tail_accuracy, per_class_accuracy, shot_accuracy, shot_groups
+from lt_kit.maths.metrics import head_tail_accuracy, per_class_accuracy, shot_accuracy, shot_groups
 
 
 def test_splits_follow_the_reference_thresholds():

@@ -14,8 +14,15 @@ import yaml
 
 from lt_kit.config import PARAMS, load_params_file, resolve
 from lt_kit.errors import LtKitError
-from lt_kit.notebook import (COMPARE_PARAMS, DIRECTION_PARAMS, EXPLORER_PARAMS, PATH_PARAMS, TRAIN_ONLY, check_train_parameters,
-                             resolve_path)
+from lt_kit.views.notebook import (
+    COMPARE_PARAMS,
+    DIRECTION_PARAMS,
+    EXPLORER_PARAMS,
+    PATH_PARAMS,
+    TRAIN_ONLY,
+    check_train_parameters,
+    resolve_path,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT / "notebooks"
@@ -150,7 +157,7 @@ def test_missing_cifar_is_fetched_and_without_a_network_says_where_to_put_it(tmp
 
     import torchvision.datasets as tvd
 
-    from lt_kit.train import fit
+    from lt_kit.training.fit import fit
     calls = []
 
     class Offline:

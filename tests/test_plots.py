@@ -11,13 +11,20 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from lt_kit import plots
+import lt_kit.views.plots as plots
 from lt_kit.errors import LtKitError
-from lt_kit.evaluate import AlphaEvaluator, FeatureCache, MethodEvaluator, choose_on_val
-from lt_kit.explorer import AlphaExplorer
-from lt_kit.notebook import (DIRECTION_PARAMS, EXPLORER_PARAMS, base_dir, check_parameters, injected_names,
-                             resolve_path)
-from lt_kit.tde import cos_to_direction, tde_logits
+from lt_kit.evaluation.features import FeatureCache
+from lt_kit.evaluation.summary import AlphaEvaluator, MethodEvaluator, choose_on_val
+from lt_kit.maths.tde import cos_to_direction, tde_logits
+from lt_kit.views.explorer import AlphaExplorer
+from lt_kit.views.notebook import (
+    DIRECTION_PARAMS,
+    EXPLORER_PARAMS,
+    base_dir,
+    check_parameters,
+    injected_names,
+    resolve_path,
+)
 
 PNG = b"\x89PNG"
 
@@ -79,7 +86,7 @@ def test_projection_x_is_cos_to_direction_and_points_lie_in_the_unit_disc(cache)
 
 def test_logit_shift_matches_eq8(cache):
     s = plots.logit_shift(cache, 1.5)
-    kw = dict(tau=cache.tau, gamma=cache.gamma, num_heads=cache.num_heads)
+    kw = dict(cn_tau=cache.cn_tau, gamma=cache.gamma, num_heads=cache.num_heads)
     ref0 = tde_logits(cache.features, cache.weight, cache.direction, 0.0, **kw).mean(0).numpy()
     ref = tde_logits(cache.features, cache.weight, cache.direction, 1.5, **kw).mean(0).numpy()
     assert np.allclose(s["alpha0"], ref0, atol=1e-5) and np.allclose(s["alpha"], ref, atol=1e-5)
@@ -120,7 +127,7 @@ def test_figures_render(cache, tmp_path):
             plots.cos_split_figure(plots.cos_by_split(cache)),
             plots.projection_figure(plots.direction_projection(cache), cache.train_counts, cache.class_names),
             plots.logit_shift_figure(plots.logit_shift(cache, 1.0), cache.train_counts, 1.0, cache.class_names)]
-    for i, fig in enumerate(figs):
+    for fig in figs:
         assert isinstance(fig, Figure)
         assert plots.to_png(fig).startswith(PNG)
     path = plots.save_figure(figs[0], tmp_path / "sub" / "curves.png")
@@ -160,7 +167,7 @@ def test_explorer_render_tracks_the_evaluator_and_is_fast(cache):
 def test_rule_of_thumb_alpha_comes_from_the_validation_split_or_says_test(cache, tmp_path):
     """The explorer and bench/alpha_sweep.py compute the rule of thumb on the validation features when the
     run has them; without them it is computed on the test features, and its accuracy is labelled so."""
-    from lt_kit.tde import rule_of_thumb_alpha
+    from lt_kit.maths.tde import rule_of_thumb_alpha
     val = make_cache(n_per_class=8, seed=9)
     on_val = rule_of_thumb_alpha(val.features, val.direction, val.num_heads)
     on_test = rule_of_thumb_alpha(cache.features, cache.direction, cache.num_heads)
@@ -174,8 +181,9 @@ def test_rule_of_thumb_alpha_comes_from_the_validation_split_or_says_test(cache,
     assert "for reading, chosen on test" in line
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from alpha_sweep import sweep_markdown
     import yaml
+    from alpha_sweep import sweep_markdown
+
     from lt_kit.config import resolve
     run = tmp_path / "run"
     run.mkdir()
@@ -228,7 +236,7 @@ def test_explorer_on_a_linear_run_starts_on_logit_adjustment_and_marks_the_val_c
 
 
 def test_comparison_marks_rule_and_val_on_every_method_and_labels_test_choices(cache):
-    from lt_kit.posthoc_view import comparison_figure, comparison_table, method_curves
+    from lt_kit.views.posthoc import comparison_figure, comparison_table, method_curves
     val = make_cache(seed=5)
     curves = method_curves(cache, val, 1.0)
     assert [c["method"] for c in curves] == ["tde", "logit_adjust"]

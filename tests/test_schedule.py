@@ -1,6 +1,6 @@
 import pytest
 
-from lt_kit.schedule import lr_at, mu_at
+from lt_kit.maths.schedule import lr_at, mu_at
 
 CIFAR = dict(lr=0.2, schedule="warmup_multistep", epochs=200, warmup_epochs=5, milestones=[120, 160], lr_factor=0.01)
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from lt_kit.config import load_params_file, resolve
 from lt_kit.models import LTModel
-from lt_kit.train import fit
+from lt_kit.training.fit import fit
 
 CL = torch.channels_last
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from lt_kit.tde import rule_of_thumb_alpha, tde_logits, tde_parts, update_direction
+from lt_kit.maths.tde import rule_of_thumb_alpha, tde_logits, tde_parts, update_direction
 
 
 def reference_loop(x, w, d, alpha, tau, gamma, heads):
@@ -26,7 +26,7 @@ def test_matches_per_head_loop(heads, alpha):
     x = torch.rand(7, 16, generator=g, dtype=torch.float64)
     w = torch.randn(5, 16, generator=g, dtype=torch.float64)
     d = torch.rand(16, generator=g, dtype=torch.float64) * 10
-    got = tde_logits(x, w, d, alpha, tau=16.0, gamma=1 / 32, num_heads=heads)
+    got = tde_logits(x, w, d, alpha, cn_tau=16.0, gamma=1 / 32, num_heads=heads)
     torch.testing.assert_close(got, reference_loop(x, w, d, alpha, 16.0, 1 / 32, heads))
 
 

@@ -2,16 +2,16 @@ import json
 
 import pytest
 import torch
+from conftest import ROOT
 
 from lt_kit.config import load_params_file, resolve
 from lt_kit.errors import LtKitError, NonFiniteLossError
-from lt_kit.evaluate import AlphaEvaluator, FeatureCache
+from lt_kit.evaluation.features import FeatureCache
+from lt_kit.evaluation.summary import AlphaEvaluator
 from lt_kit.models import LTModel
-from lt_kit.runs import RunDir, load_checkpoint
-from lt_kit.train import fit
-from lt_kit.train import test_run as evaluate_run
-
-from conftest import ROOT
+from lt_kit.runs.rundir import RunDir, load_checkpoint
+from lt_kit.training.fit import fit
+from lt_kit.training.score import score_run as evaluate_run
 
 
 def smoke(**kw):
@@ -19,7 +19,7 @@ def smoke(**kw):
 
 
 def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, monkeypatch):
-    import lt_kit.train as T
+    import lt_kit.training.fit as T
     fit(smoke(epochs=4), tmp_path / "full", progress=False)
     real = T.train_one_epoch
     monkeypatch.setattr(T, "train_one_epoch", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt)
@@ -54,7 +54,7 @@ def test_cached_alpha_equals_a_fresh_forward(smoke_run):
     ev = AlphaEvaluator(cache)
     model.eval()
     with torch.no_grad():
-        from lt_kit.build import build_data
+        from lt_kit.training.build import build_data
         data = build_data(params, torch.device("cpu"))
         x, _ = next(iter(data.test))
         fresh = model.head(model.backbone.forward_features(x), model.direction, 1.7)
@@ -63,7 +63,7 @@ def test_cached_alpha_equals_a_fresh_forward(smoke_run):
 
 def test_test_with_new_alpha_uses_the_cache_not_the_backbone(smoke_copy, monkeypatch):
     smoke_run = smoke_copy
-    import lt_kit.train as T
+    import lt_kit.training.fit as T
     monkeypatch.setattr(T, "build_model", lambda *a, **k: pytest.fail("backbone was rebuilt"))
     before = (smoke_run / "metrics.json").read_bytes()
     m0 = evaluate_run(smoke_run, alpha=0.0)

@@ -1,19 +1,17 @@
-"""The traps a new user fell into (issue 15), each a one-line answer now; and no machine paths in results."""
+"""The traps a new user fell into, each a one-line answer; and no machine paths in results."""
 from __future__ import annotations
 
 import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from lt_kit.cli import main
 
-from conftest import ROOT
-
-# a path of the machine a result was made on; results name data as $CIFAR / DIR and the shared folder ../shared/
+# a path of the machine a result was made on; results name data as $CIFAR / DIR
 MACHINE_PATH = re.compile(r"(?<![\w.$])/(?:work|root|home|tmp|Users|mnt|scratch)/")
 
 
@@ -28,7 +26,7 @@ def test_no_machine_paths_in_committed_results_and_docs():
     files += [ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *(ROOT / "params").glob("*.yaml")]
     bad = [f"{p.relative_to(ROOT)}:{n}: {m.group(0)}" for p in files if p.suffix in (".md", ".json", ".log", ".yaml", ".txt")
            for n, line in enumerate(p.read_text(errors="replace").splitlines(), 1) for m in [MACHINE_PATH.search(line)] if m]
-    assert not bad, "machine paths (use $CIFAR, DIR or ../shared/...):\n" + "\n".join(bad[:20])
+    assert not bad, "machine paths (use $CIFAR or DIR):\n" + "\n".join(bad[:20])
     assert MACHINE_PATH.search("--data-root /scratch/DIR") and not MACHINE_PATH.search("--data-root $CIFAR/x")
 
 
@@ -91,3 +89,19 @@ def test_jupytext_sync_of_unchanged_notebooks_changes_nothing(tmp_path):
         for ext in (".ipynb", ".py"):
             assert (tmp_path / f"{name}{ext}").read_bytes() == (ROOT / "notebooks" / f"{name}{ext}").read_bytes(), \
                 f"`jupytext --sync` rewrote notebooks/{name}{ext}"
+
+
+def test_nothing_committed_points_outside_the_repository():
+    """The product stands on its own: no pointer to files a user who clones it does not have."""
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    outside = re.compile(r"\.\./shared|reference-spec\.md|peer-methods\.md")
+    bad = []
+    for f in files:
+        path = ROOT / f
+        if path.suffix in (".py", ".md", ".yaml", ".yml", ".toml", ".sh", ".ipynb", ".txt", "") and path.is_file():
+            try:
+                text = path.read_text()
+            except UnicodeDecodeError:
+                continue
+            bad += [f"{f}: {m.group(0)}" for m in outside.finditer(text) if f != "tests/test_traps.py"]
+    assert not bad, "pointers outside the repository:\n" + "\n".join(bad[:20])

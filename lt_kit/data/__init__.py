@@ -1,0 +1,1 @@
+"""Long-tailed data sets: subsets, splits, in-memory and file loaders, augmentation."""

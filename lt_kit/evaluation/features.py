@@ -1,0 +1,80 @@
+"""Feature caches: one backbone pass over a split, saved; every method and strength is then computed from it.
+
+A cache holds a split's features, labels, the classifier weight and the momentum direction (``features.pt``
+for the test split, ``val_features.pt`` for the validation split, ``train_features.pt`` for the training subset).
+The reference re-runs the backbone for every alpha; here a strength costs milliseconds (``summary.py``).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from lt_kit.errors import LtKitError
+from lt_kit.precision import autocast, resolve_bf16
+
+
+@torch.no_grad()
+def extract_features(model, loader, *, bf16: bool = False) -> tuple[Tensor, Tensor]:
+    """Eval-mode features (N, D) float32 and labels (N,), on the CPU, in loader order."""
+    was_training = model.training
+    model.eval()
+    feats, labels = [], []
+    dev = next(model.parameters()).device
+    amp = autocast(dev, resolve_bf16(bf16, dev))
+    with amp:
+        for x, y in loader:
+            feats.append(model.backbone(x).float())
+            labels.append(y)
+    model.train(was_training)
+    return torch.cat(feats).cpu(), torch.cat(labels).cpu()
+
+
+@dataclass
+class FeatureCache:
+    """Everything needed to evaluate any alpha without the backbone."""
+    features: Tensor              # (N, D) float32
+    labels: Tensor                # (N,) int64
+    weight: Tensor                # (C, D) classifier weight
+    direction: Tensor             # (D,) momentum direction
+    head: str                     # a name in models.HEADS
+    num_heads: int
+    cn_tau: float                 # the causal-norm head's logit scale (parameter tau)
+    gamma: float
+    train_counts: list
+    class_names: list
+    many_threshold: int = 100
+    few_threshold: int = 20
+
+    @classmethod
+    def from_model(cls, model, features, labels, params, train_counts, class_names) -> "FeatureCache":
+        return cls(features, labels, model.head.weight.detach().float().cpu(), model.direction.detach().float().cpu(),
+                   params["head"], params["num_heads"], params["tau"], params["gamma"], list(train_counts),
+                   list(class_names), params["many_threshold"], params["few_threshold"])
+
+    def save(self, path: str | Path) -> None:
+        from lt_kit.runs.rundir import atomic_write_bytes
+        atomic_write_bytes(Path(path), lambda f: torch.save(asdict(self), f))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FeatureCache":
+        path = Path(path)
+        if not path.is_file():
+            raise LtKitError(f"{path} not found: run `python -m lt_kit test --run-dir {path.parent}` to build the "
+                             "cache")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if "tau" in state:                    # a cache that names the causal-norm scale plainly "tau"
+                state["cn_tau"] = state.pop("tau")
+            return cls(**state)
+        except Exception as e:
+            raise LtKitError(f"{path} is not a readable feature cache ({type(e).__name__}); delete it and run "
+                             f"`python -m lt_kit test --run-dir {path.parent}`") from None
+
+
+def cache_features(model, loader, params: dict, train_counts, class_names) -> FeatureCache:
+    """The cache of one split under ``model`` (eval mode, the run's precision)."""
+    feats, labels = extract_features(model, loader, bf16=params["bf16"])
+    return FeatureCache.from_model(model, feats, labels, params, train_counts, class_names)

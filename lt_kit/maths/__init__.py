@@ -1,0 +1,1 @@
+"""Pure functions: the maths the trainer, the notebooks and the tests share (no I/O, no state)."""

@@ -1,0 +1,1 @@
+"""What a notebook shows: figures, the alpha explorer, the post-hoc comparison, notebook helpers."""
