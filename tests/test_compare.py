@@ -20,7 +20,6 @@ import yaml
 from lt_kit.cli import main
 from lt_kit.config import load_params_file, resolve
 from lt_kit.errors import LtKitError
-from lt_kit.precision import resolve_bf16
 from lt_kit.runs.compare import evaluations, mean_std, read_run
 from lt_kit.runs.rundir import RunDir, indices_checksum, subset_checksum
 from lt_kit.views.report import compare_runs
@@ -42,9 +41,7 @@ def make_run(path: Path, *, seed: int = 0, acc=(0.9, 0.8, 0.6, 0.4, 0.2), tde=(0
     """A finished run dir written by hand: params.yaml, metrics.json, subset indices (+ subset.json)."""
     run = RunDir(path)
     path.mkdir(parents=True)
-    # a run records its resolved precision, as fit writes it on this machine
-    params = {"seed": seed, "bf16": resolve_bf16("auto", "cpu"), **params}
-    (path / "params.yaml").write_text(yaml.safe_dump(resolve(params)))
+    (path / "params.yaml").write_text(yaml.safe_dump(resolve({"seed": seed, **params})))
     metrics = {"alpha": alpha, "head": "causal_norm", "softmax": entry(list(acc)), "tde": entry(list(tde)),
                "train_counts": COUNTS, "class_names": list("abcde"), "thresholds": {"many": 60, "few": 15}}
     if methods is not None:
