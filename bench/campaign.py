@@ -196,7 +196,11 @@ class Campaign:
                 dest = self.results / "partial" / row["name"]
                 if dest.exists():
                     shutil.rmtree(dest)
-                shutil.copytree(run, dest, ignore=shutil.ignore_patterns("*.lock", "*.tmp*", "best.pt"))
+                shutil.copytree(run, dest, ignore=shutil.ignore_patterns(".lock", "*.tmp*", "best.pt"))
+                # where this machine keeps CIFAR is no part of the run (a resume reads it from --data-root)
+                p = yaml.safe_load((dest / "params.yaml").read_text())
+                p["data_root"] = "DIR"
+                (dest / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
                 done.append(row["name"])
         return done
 

@@ -59,9 +59,15 @@ def diff(old: dict, new: dict) -> list[str]:
     """``key=old->new`` for every parameter that differs, except ``RESUME_FREE``. A parameter one side lacks
     (a run from an lt_kit before it existed) counts as its default, which is what that run used."""
     from lt_kit.config import DEFAULTS
+    from lt_kit.data.datasets import DATASETS
+
     def get(d, k):
         return d[k] if k in d else DEFAULTS.get(k)
-    keys = sorted(k for k in set(old) | set(new) if k not in RESUME_FREE and get(old, k) != get(new, k))
+    free = set(RESUME_FREE)
+    ds = get(new, "dataset")
+    if ds in DATASETS and DATASETS[ds].kind == "tensor":
+        free.add("data_root")        # where CIFAR / digits lie, not which images: the subset files pin those
+    keys = sorted(k for k in set(old) | set(new) if k not in free and get(old, k) != get(new, k))
     return [f"{k}={get(old, k)!r}->{get(new, k)!r}" for k in keys]
 
 
