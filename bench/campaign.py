@@ -16,8 +16,9 @@ evaluated weights, about 2 MB, from which every feature cache and post-hoc metho
 is never run again. After each one the grouped table is rebuilt through ``lt_kit compare`` on the recorded runs:
 ``<name>.json`` and ``<name>.md``.
 
-``stash`` copies each partial row's run dir (checkpoint included) into ``bench/results/<name>/partial/`` so that
-it can be committed and resumed on a machine that lacks ``--runs``; ``run`` picks a stashed row up from there.
+``stash`` copies each partial row's run dir (checkpoint included) into ``bench/results/<name>/partial/`` (ignored by
+git: checkpoints stay out of the repository) so that it can be carried to a machine that lacks ``--runs``; ``run``
+picks a stashed row up from there.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,6 +203,9 @@ class Campaign:
                 p = yaml.safe_load((dest / "params.yaml").read_text())
                 p["data_root"] = "DIR"
                 (dest / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+                ckpt = torch.load(dest / "checkpoint.pt", map_location="cpu", weights_only=False)
+                ckpt["params"] = {**ckpt["params"], "data_root": "DIR"}
+                torch.save(ckpt, dest / "checkpoint.pt")
                 done.append(row["name"])
         return done
 

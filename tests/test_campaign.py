@@ -101,6 +101,7 @@ def test_a_lost_run_dir_starts_over_and_a_stash_resumes(tmp_path, monkeypatch):
     stashed = tmp_path / "res" / "partial" / "causal_s0"
     assert yaml.safe_load((stashed / "params.yaml").read_text())["data_root"] == "DIR"     # no machine path
     assert not (stashed / ".lock").exists()
+    assert torch.load(stashed / "checkpoint.pt", weights_only=False)["params"]["data_root"] == "DIR"
     import shutil
     shutil.rmtree(tmp_path / "runs")                 # a fresh machine: only the committed stash is left
     assert c.state(c.m["rows"][0])[:2] == ("partial", 2)
