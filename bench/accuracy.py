@@ -72,6 +72,8 @@ PUBLISHED = {
     (100, "linear", "tau_norm", "val"): "72.70 (BagofTricks-LT)",
     (50, "linear", "tau_norm", "rule"): "79.78 (BagofTricks-LT)",
     (50, "linear", "tau_norm", "val"): "79.78 (BagofTricks-LT)",
+    (100, "linear", "crt", "rule"): "74.99 (cRT, BagofTricks-LT)",
+    (100, "linear", "lws", "rule"): "72.63 (LWS, BagofTricks-LT)",
     **{(r, "causal_norm", None, ""): f"{PAPER[('cifar10_lt', r)]['De-confound']} (TDE paper)" for r in (100, 50, 10)},
     **{(r, "causal_norm", "tde", "rule"): f"{PAPER[('cifar10_lt', r)]['De-confound-TDE']} (TDE paper)"
        for r in (100, 50, 10)},
@@ -242,15 +244,11 @@ def main() -> None:
 
 
 def rescore(run: Path) -> tuple[dict, float]:
-    """A finished run's metrics recomputed from its feature caches (the current post-hoc code), and its train time."""
-    from lt_kit.evaluation.features import FeatureCache
-    from lt_kit.evaluation.summary import summary
-    from lt_kit.runs.rundir import RunDir, read_json
-    params, old = RunDir(run).params(), read_json(run / "metrics.json")
-    val = run / "val_features.pt"
-    m = summary(FeatureCache.load(run / "features.pt"), params["alpha"],
-                FeatureCache.load(val) if val.is_file() else None)
-    return {**m, "loss": params.get("loss", "ce")}, float(old.get("seconds", float("nan")))
+    """A finished run's metrics recomputed from its feature caches with the current methods (cRT and LWS
+    included: the training cache is built from evaluated.pt when the run predates it), and its train time."""
+    from lt_kit.training.score import run_summary
+    m = run_summary(run)
+    return m, float(m.get("seconds", float("nan")))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from lt_kit.config import load_params_file, resolve  # noqa: E402
 from lt_kit.errors import LtKitError  # noqa: E402
 from lt_kit.runs.rundir import write_json  # noqa: E402
 from lt_kit.training.build import resolve_device  # noqa: E402
+from lt_kit.training.score import run_summary  # noqa: E402
 
 RECORDED_FILES = ("params.yaml", "metrics.json", "history.json", "version.json", "subset.json", "subset_indices.npy",
                   "val_indices.npy", "log.txt", "evaluated.pt")
@@ -138,6 +139,8 @@ class Campaign:
                 print(f"{row['name']}: {e} (another worker has it)", flush=True)
                 return False
             raise
+        if not any(e.get("kind") == "two-stage" for e in (metrics.get("methods") or {}).values()):
+            metrics = run_summary(run, device=device)      # a row finished by an lt_kit older than cRT/LWS
         self.record(row, metrics, params)
         return True
 

@@ -93,10 +93,15 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true", help="continue from the run dir's last complete epoch")
     g.add_argument("--overwrite", action="store_true", help="replace an earlier run (it is moved aside, not deleted)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    e = sub.add_parser("test", help="score a run dir with a post-hoc method at any strength (from its feature cache)")
+    e = sub.add_parser("test", help="score a run dir with a method (from its feature caches): a post-hoc one at any "
+                       "strength, or a two-stage one (cRT, LWS) re-trained on the cached training features")
     e.add_argument("--run-dir", required=True)
     e.add_argument("--method", help="post-hoc method: tde (causal_norm head), logit_adjust (any head), tau_norm "
-                   "(linear head); default: tde on a causal_norm run, the head's own logits otherwise")
+                   "(linear head); two-stage method (no strength): crt, lws (any head); default: tde on a "
+                   "causal_norm run, the head's own logits otherwise")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="crt/lws only: one of their settings (crt_epochs, crt_lr, crt_batch_size, lws_epochs, lws_lr, "
+                   "lws_batch_size, train_feature_passes)")
     e.add_argument("--strength", type=float, help="the method's strength (alpha or tau; default: its paper rule)")
     e.add_argument("--alpha", type=float, help="TDE strength: the same as --method tde --strength ALPHA")
     e.add_argument("--checkpoint", help="evaluate this checkpoint instead of the run's own")
@@ -140,8 +145,12 @@ def main(argv: list[str] | None = None) -> int:
             if metrics.get("world_size", 1) > 1 and __import__("os").environ.get("RANK", "0") != "0":
                 return 0
         else:
+            sets = parse_sets(args.set)
+            if sets and args.method not in ("crt", "lws"):
+                raise LtKitError("--set goes with --method crt or lws (their settings); a post-hoc method takes "
+                                 "--strength")
             result = score_run(args.run_dir, method=args.method, strength=args.strength, alpha=args.alpha,
-                              checkpoint=args.checkpoint, device=args.device)
+                               checkpoint=args.checkpoint, device=args.device, overrides=sets)
             print(format_test(result))
             print(f"run dir: {args.run_dir} (appended to evaluations.jsonl; metrics.json is the run's own result)")
             return 0

@@ -77,6 +77,15 @@ PARAMS: dict[str, tuple[Any, type, str]] = {
     "label_smoothing": (0.0, float, "label smoothing of the training loss (0 = off)"),
     "sam_rho": (0.0, float, "SAM: radius of the sharpness-aware step (0 = off; DDC and GLMC use 0.05); two "
                             "forward + backward passes per step"),
+    # decoupled classifiers on the training-feature cache (maths/decoupled.py; Kang et al.'s configs by default)
+    "train_feature_passes": (1, int, "passes over the training subset cached for cRT/LWS: 1 = the images as they are "
+                                     "(test transform); K > 1 = K passes with the training crop and flip"),
+    "crt_epochs": (10, int, "cRT: epochs of classifier re-training on cached features (Kang et al.: 10)"),
+    "crt_lr": (0.2, float, "cRT: peak lr, cosine to 0 (Kang et al.: 0.2 at batch 512)"),
+    "crt_batch_size": (512, int, "cRT: class-balanced batch size (Kang et al.: 512)"),
+    "lws_epochs": (5, int, "LWS: epochs of learning the per-class scales (Kang et al.: 5)"),
+    "lws_lr": (0.2, float, "LWS: peak lr, cosine to 0 (Kang et al.: 0.2 at batch 512)"),
+    "lws_batch_size": (512, int, "LWS: class-balanced batch size (Kang et al.: 512)"),
     # evaluation
     "many_threshold": (100, int, "many-shot: more than this many training images"),
     "few_threshold": (20, int, "few-shot: fewer than this many training images"),
@@ -177,9 +186,13 @@ def resolve(overrides: dict[str, Any] | None = None, where: str = "") -> dict[st
         if why:
             raise LtKitError(f"fast_step=true cannot run with these parameters ({'; '.join(why)}); set "
                              "fast_step=false (the eager loop runs every option)")
-    for k in ("epochs", "batch_size", "num_heads"):
+    for k in ("epochs", "batch_size", "num_heads", "train_feature_passes", "crt_epochs", "crt_batch_size",
+              "lws_epochs", "lws_batch_size"):
         if params[k] < 1:
             raise LtKitError(f"parameter {k!r} must be >= 1, got {params[k]}")
+    for k in ("crt_lr", "lws_lr"):
+        if not params[k] > 0:
+            raise LtKitError(f"parameter {k!r} must be > 0, got {params[k]}")
     return params
 
 

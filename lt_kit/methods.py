@@ -1,7 +1,7 @@
 """The method registry: one shape for every classifier head and every post-hoc method, one table each.
 
 Config (valid ``head`` values), the evaluator, ``metrics.json``, the tables, the explorer, the benches and the
-tests read these two tables; adding a method is one entry here (plus its maths in its own file), nothing else.
+tests read these tables; adding a method is one entry here (plus its maths in its own file), nothing else.
 
 - A **head** (``models.HEADS``, registered with ``@register_head``) owns its weight, names its plain row
   (``label``) and turns a feature cache into logits (``cache_logits``), so any post-hoc method works on it.
@@ -11,6 +11,9 @@ tests read these two tables; adding a method is one entry here (plus its maths i
   heads it applies to (and why it refuses the others), the paper's fixed rule for the strength, the grid the
   validation split chooses from, and ``prepare(cache) -> logits(strength)`` that precomputes what it can, so
   one strength costs milliseconds. Strength 0 of every method is the head's own logits.
+- A **two-stage method** (``DECOUPLED``: cRT, LWS) fits a classifier on the cached training features with
+  class-balanced sampling and scores any cache; it has no strength (a fixed rule, and an epoch chosen on the
+  validation split).
 """
 from __future__ import annotations
 
@@ -95,6 +98,55 @@ POSTHOC: dict[str, PostHoc] = {m.name: m for m in [
 ]}
 
 
+# --------------------------------------------------------------------------- two-stage (decoupled) methods
+@dataclass(frozen=True)
+class Decoupled:
+    """A two-stage method (Kang et al.): it fits a classifier on the training-feature cache
+    (``train_features.pt``) with class-balanced sampling, then gives logits on any cache
+    (``evaluation/decoupled.py``). It has no strength: a fixed rule (the last epoch of the authors' schedule) and,
+    with a validation split, the epoch best on it. ``keys`` are its parameters in ``config.PARAMS``."""
+    name: str
+    label: str
+    heads: tuple[str, ...]
+    keys: tuple[str, ...]                       # (epochs, lr, batch size) parameter names
+    rule_text: str
+    refused: dict[str, str] = field(default_factory=dict)
+    strength: str = "epoch"                     # what its validation split chooses
+
+    def hyper(self, params: dict) -> dict:
+        """Its settings from a run's parameters (defaults: the authors' configs), as ``epochs``, ``lr``, ``batch``."""
+        from lt_kit.config import DEFAULTS
+        return {short: params.get(k, DEFAULTS[k]) for short, k in zip(("epochs", "lr", "batch"), self.keys)}
+
+
+DECOUPLED: dict[str, Decoupled] = {m.name: m for m in [
+    Decoupled("crt", "cRT", tuple(HEADS), ("crt_epochs", "crt_lr", "crt_batch_size"),
+              "a new linear classifier (with bias) re-trained on the frozen backbone's features, class-balanced "
+              "(Kang et al., ICLR 2020; their cls_crt.yaml: 10 epochs, lr 0.2, batch 512, cosine)"),
+    Decoupled("lws", "LWS", tuple(HEADS), ("lws_epochs", "lws_lr", "lws_batch_size"),
+              "the head kept, one learned scale per class on its logits, class-balanced (Kang et al., ICLR 2020; "
+              "their cls_lws.yaml: 5 epochs, lr 0.2, batch 512, cosine)"),
+]}
+
+
+def decoupled_for(head: str) -> list[Decoupled]:
+    """The two-stage methods that apply to ``head``, in registry order."""
+    return [m for m in DECOUPLED.values() if head in m.heads]
+
+
+def get_decoupled(name: str, head: str) -> Decoupled:
+    m = DECOUPLED[name]
+    if head not in m.heads:
+        why = m.refused.get(head, "")
+        raise LtKitError(f"method {name!r} does not apply to the {head} head{': ' + why if why else ''}")
+    return m
+
+
+def all_method_names() -> list[str]:
+    """Every method a run can be scored with: the post-hoc ones (a strength) and the two-stage ones."""
+    return [*POSTHOC, *DECOUPLED]
+
+
 def applies(method: str, head: str) -> bool:
     """Whether post-hoc ``method`` applies to ``head`` (the registry's word, not a branch on names)."""
     return method in POSTHOC and head in POSTHOC[method].heads
@@ -111,8 +163,11 @@ def methods_for(head: str) -> list[PostHoc]:
 
 def get_method(name: str, head: str) -> PostHoc:
     """The registry entry ``name``, checked against ``head``; an ``LtKitError`` names the valid pairs."""
+    if name in DECOUPLED:
+        raise LtKitError(f"{name!r} is a two-stage method with no strength (it re-trains on the training-feature "
+                         f"cache); score it with `python -m lt_kit test --method {name}`")
     if name not in POSTHOC:
-        raise LtKitError(f"unknown post-hoc method {name!r}; valid: {', '.join(POSTHOC)}")
+        raise LtKitError(f"unknown post-hoc method {name!r}; valid: {', '.join(all_method_names())}")
     m = POSTHOC[name]
     if head not in m.heads:
         why = m.refused.get(head, "")

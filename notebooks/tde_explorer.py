@@ -33,7 +33,6 @@ alpha_max: float = 3.0  # right end of the TDE slider and sweep (the other metho
 sweep_step: float = 0.05  # strength spacing of the static sweep
 
 # %%
-from lt_kit.evaluation.summary import summary
 from lt_kit.views.explorer import AlphaExplorer
 from lt_kit.views.notebook import EXPLORER_PARAMS, check_parameters, save_and_show
 from lt_kit.views.posthoc import comparison_figure, comparison_table, method_curves
@@ -46,11 +45,13 @@ print(explorer.describe())
 # ## Every method on this checkpoint
 # Overall and tail accuracy against each method's strength, on shared axes. Marked on each curve: the paper's
 # fixed rule (open diamond: TDE's preset alpha, tau = 1 for the others) and the strength chosen on the
-# validation split (filled circle, when the run has one). The table gives many / medium / few / overall and
+# validation split (filled circle, when the run has one). cRT and LWS re-train the classifier on the
+# cached training features and have no strength: a dashed level line each, a square at the epoch chosen on the
+# validation split. The table gives many / medium / few / overall and
 # head / tail for each; the rows chosen on the test set are labelled so and are not results.
 
 # %%
-info = summary(explorer.cache, explorer.preset_alpha, explorer.val_cache)  # every method's rule and val choice, once
+info = explorer.summary()  # every method's rule and val choice, once (cRT, LWS: from the training-feature cache)
 curves = method_curves(explorer.cache, explorer.val_cache, explorer.preset_alpha, info)
 print(comparison_table(explorer.cache, explorer.val_cache, explorer.preset_alpha, info))
 save_and_show({"methods": comparison_figure(curves, explorer.cache.head)}, explorer.run_dir / "figures")

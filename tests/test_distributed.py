@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "params" / "smoke.yaml")
 SETS = {"lr": "0.01", "epochs": "3", "device": "cpu"}        # short and stable: see the module docstring
 RUN_FILES = {"params.yaml", "version.json", "checkpoint.pt", "history.json", "subset_indices.npy", "subset.json",
-             "evaluated.pt", "features.pt", "metrics.json", "log.txt"}
+             "evaluated.pt", "features.pt", "train_features.pt", "metrics.json", "log.txt"}
 
 
 def _free_port() -> int:

@@ -102,6 +102,18 @@ class TensorLoader:
         out = pixels[(first + rows[:, :, None]) * wp + cols[:, None, :]]           # (B, H, W, C)
         return out.permute(0, 3, 1, 2)                                              # NCHW view, NHWC memory
 
+    def augmented_pass(self, generator: torch.Generator):
+        """Every image once, in order, with the training crop and flip drawn from ``generator`` (no policy, no
+        Cutout): one augmented pass of the training-feature cache (``evaluation/features.py``)."""
+        n, bs, dev = len(self.images), self.batch_size, self.images.device
+        for i in range(0, n, bs):
+            m = min(bs, n - i)
+            dy = torch.randint(0, 2 * self.pad + 1, (m,), generator=generator)
+            dx = torch.randint(0, 2 * self.pad + 1, (m,), generator=generator)
+            flip = torch.rand(m, generator=generator) < 0.5
+            x = self.crop_flip(torch.arange(i, i + m, device=dev), dy.to(dev), dx.to(dev), flip.to(dev))
+            yield self._normalise(x), self.labels[i:i + m]
+
     def __iter__(self):
         n, bs = len(self.images), self.batch_size
         if not self.train:

@@ -1,7 +1,8 @@
 """Feature caches: one backbone pass over a split, saved; every method and strength is then computed from it.
 
 A cache holds a split's features, labels, the classifier weight and the momentum direction (``features.pt``
-for the test split, ``val_features.pt`` for the validation split, ``train_features.pt`` for the training subset).
+for the test split, ``val_features.pt`` for the validation split, ``train_features.pt`` for the training subset,
+which the two-stage methods re-train on).
 The reference re-runs the backbone for every alpha; here a strength costs milliseconds (``summary.py``).
 """
 from __future__ import annotations
@@ -47,6 +48,7 @@ class FeatureCache:
     class_names: list
     many_threshold: int = 100
     few_threshold: int = 20
+    passes: int = 1               # training-feature cache: passes over the subset (K > 1: augmented, see below)
 
     @classmethod
     def from_model(cls, model, features, labels, params, train_counts, class_names) -> "FeatureCache":
@@ -78,3 +80,14 @@ def cache_features(model, loader, params: dict, train_counts, class_names) -> Fe
     """The cache of one split under ``model`` (eval mode, the run's precision)."""
     feats, labels = extract_features(model, loader, bf16=params["bf16"])
     return FeatureCache.from_model(model, feats, labels, params, train_counts, class_names)
+
+
+def cache_train_features(model, loaders: list, params: dict, train_counts, class_names) -> FeatureCache:
+    """The training-feature cache (``train_features.pt``), input of the two-stage methods (cRT, LWS): the
+    frozen backbone in eval mode over the long-tailed training subset once per loader in ``loaders``
+    (``training.build.train_pass_loaders``: the plain images, or K augmented passes), concatenated."""
+    parts = [extract_features(model, loader, bf16=params["bf16"]) for loader in loaders]
+    cache = FeatureCache.from_model(model, torch.cat([f for f, _ in parts]), torch.cat([y for _, y in parts]),
+                                    params, train_counts, class_names)
+    cache.passes = len(loaders)
+    return cache

@@ -18,9 +18,19 @@ from lt_kit.maths.metrics import head_tail_accuracy, per_class_accuracy, shot_ac
 from lt_kit.maths.strength import check_alpha
 
 
+def prediction_metrics(cache: FeatureCache, preds: np.ndarray) -> dict:
+    """many/medium/few/overall, head/tail (median rule), per-class accuracy and prediction counts of ``preds``
+    (one class per cached image)."""
+    labels, c = cache.labels.numpy(), cache
+    num_classes = cache.weight.shape[0]
+    out = shot_accuracy(preds, labels, c.train_counts, c.many_threshold, c.few_threshold)
+    out["head_tail"] = head_tail_accuracy(preds, labels, c.train_counts)
+    out["per_class"] = per_class_accuracy(preds, labels, num_classes).tolist()
+    out["pred_counts"] = np.bincount(preds, minlength=num_classes).tolist()
+    return out
+
+
 @contextlib.contextmanager
-
-
 def one_thread():
     """Per-alpha work is a few small ops: one thread avoids waiting for a second one to be scheduled
     (20 ms -> 3 ms per alpha on a busy 2-core machine, bench/results/alpha.md)."""
@@ -57,13 +67,7 @@ class MethodEvaluator:
 
     def metrics(self, strength: float) -> dict:
         """many/medium/few/overall, head/tail (median rule) and per-class accuracy at ``strength``."""
-        c = self.cache
-        preds = self.predict(strength)
-        out = shot_accuracy(preds, self.labels_np, c.train_counts, c.many_threshold, c.few_threshold)
-        out["head_tail"] = head_tail_accuracy(preds, self.labels_np, c.train_counts)
-        out["per_class"] = per_class_accuracy(preds, self.labels_np, self.num_classes).tolist()
-        out["pred_counts"] = np.bincount(preds, minlength=self.num_classes).tolist()
-        return out
+        return prediction_metrics(self.cache, self.predict(strength))
 
     def overall(self, strength: float) -> float:
         """Micro accuracy only (the quick path for choosing a strength)."""
@@ -128,16 +132,22 @@ def _method_or_reason(cache: FeatureCache, method, alpha: float, val_cache: Feat
         return {"label": method.label, "strength_name": method.strength, "unavailable": str(e)}
 
 
-def summary(cache: FeatureCache, alpha: float, val_cache: FeatureCache | None = None) -> dict:
+def summary(cache: FeatureCache, alpha: float, val_cache: FeatureCache | None = None,
+            train_cache: FeatureCache | None = None, params: dict | None = None) -> dict:
     """The run's ``metrics.json``: the alpha used, ``softmax`` (the head's own logits; De-confound for the
     causal head), ``tde`` (None for other heads), each with many/medium/few/overall and per-class accuracy,
-    and ``methods``: every post-hoc method that applies to the head (see :func:`method_summary`). Each evaluation
-    is written once: TDE's rule entry names the ``tde`` entry (``same_as``) instead of copying it
-    (:func:`rule_metrics` reads either)."""
-    from lt_kit.methods import applies, methods_for
+    and ``methods``: every post-hoc method that applies to the head (see :func:`method_summary`), then, given
+    the training-feature cache and the run's ``params``, every two-stage method (cRT, LWS:
+    ``decoupled.decoupled_summary``). Each evaluation is written once: TDE's rule entry names the ``tde`` entry
+    (``same_as``) instead of copying it (:func:`rule_metrics` reads either)."""
+    from lt_kit.evaluation.decoupled import decoupled_summary
+    from lt_kit.methods import applies, decoupled_for, methods_for
     ev = AlphaEvaluator(cache)
     tde = ev.metrics(alpha) if applies("tde", cache.head) else None
     methods = {m.name: _method_or_reason(cache, m, alpha, val_cache) for m in methods_for(cache.head)}
+    if train_cache is not None and params is not None:
+        methods.update({m.name: decoupled_summary(m.name, train_cache, cache, params, val_cache)
+                        for m in decoupled_for(cache.head)})
     if tde is not None and "rule" in methods.get("tde", {}):   # TDE's rule is the run's alpha: the tde entry
         rule = methods["tde"]["rule"]
         del rule["metrics"]
@@ -159,10 +169,12 @@ def rule_metrics(metrics: dict, method: str) -> dict:
 def row_name(head: str, method: str | None, strength: float | None = None, how: str = "", loss: str = "ce") -> str:
     """``De-confound``, ``De-confound-TDE (a=1)``, ``Softmax + logit adj. (tau=0.85, val)``, ``LDAM-DRW`` ...
     (a run trained with a loss other than cross-entropy is named by its loss)."""
-    from lt_kit.methods import HEADS, LOSSES, POSTHOC
+    from lt_kit.methods import DECOUPLED, HEADS, LOSSES, POSTHOC
     label = LOSSES[loss].label if loss != "ce" and loss in LOSSES else HEADS[head].label if head in HEADS else head
     if method is None:
         return label
+    if method in DECOUPLED:             # "Softmax + cRT (epoch=10)": the epoch whose classifier is scored
+        return f"{label} + {DECOUPLED[method].label} (epoch={strength:g}{', ' + how if how else ''})"
     m = POSTHOC[method]
     name = f"{label}-TDE" if method == "tde" else f"{label} + {m.label}"
     short = "a" if m.strength == "alpha" else m.strength

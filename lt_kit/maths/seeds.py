@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import torch
 
-STREAMS = {"batches": 0, "policy": 1_111_111, "cutout": 2_222_222, "mix": 7_777_777}
+STREAMS = {"batches": 0, "policy": 1_111_111, "cutout": 2_222_222, "mix": 7_777_777,
+           "crt": 3_333_333, "lws": 4_444_444, "train_features": 5_555_555}
 _EPOCH_STRIDE = 1_000_003        # a prime: (seed, epoch) pairs of different runs do not collide in practice
 
 

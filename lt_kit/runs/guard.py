@@ -17,10 +17,12 @@ import torch
 
 from lt_kit.errors import LtKitError
 
-RESUME_FREE = ("device", "num_workers", "eval_every", "fast_step", "download")   # how a step runs, not what it computes
+# how a step runs, not what it computes; and the second stage's settings (cRT/LWS), which read the finished run
+RESUME_FREE = ("device", "num_workers", "eval_every", "fast_step", "download", "train_feature_passes",
+               "crt_epochs", "crt_lr", "crt_batch_size", "lws_epochs", "lws_lr", "lws_batch_size")
 RUN_FILES = {"params.yaml", "version.json", "checkpoint.pt", "best.pt", "history.json", "subset_indices.npy",
-             "val_indices.npy", "subset.json", "features.pt", "metrics.json", "evaluations.jsonl", "log.txt",
-             "figures"}
+             "val_indices.npy", "subset.json", "features.pt", "val_features.pt", "train_features.pt", "evaluated.pt",
+             "metrics.json", "evaluations.jsonl", "log.txt", "figures"}
 
 
 def foreign_files(path: Path) -> list[str]:

@@ -122,6 +122,52 @@ def build_data(params: dict, device: torch.device, rank: int = 0, world_size: in
     return Data(train, test, val, d["train_counts"], d["class_names"], d["subset_indices"])
 
 
+class _Pass:
+    """One augmented pass of a tensor training split, as an iterable of batches (``TensorLoader.augmented_pass``)."""
+
+    def __init__(self, loader: TensorLoader, seed: int):
+        self.loader, self.seed = loader, seed
+
+    def __iter__(self):
+        return self.loader.augmented_pass(torch.Generator().manual_seed(self.seed))
+
+
+class _SeededPass:
+    """An image-file pass whose random transforms are seeded: in the main process (``num_workers=0``) from
+    ``seed``, in workers from the loader's generator (seeded the same)."""
+
+    def __init__(self, loader, seed: int):
+        self.loader, self.seed = loader, seed
+
+    def __iter__(self):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            yield from self.loader
+
+
+def train_pass_loaders(params: dict, device: torch.device, data: Data) -> list:
+    """The loaders of the training-feature cache: the long-tailed training subset in order, every image, once
+    per pass. ``train_feature_passes`` = 1: the images as the test split sees them (no augmentation); K > 1: K
+    passes with the training crop and flip, pass k seeded by (seed, k), so the cache is the same on a re-run."""
+    k = params["train_feature_passes"]
+    seeds = [stream_seed(params["seed"], i, "train_features") for i in range(k)]
+    tr = data.train
+    if isinstance(tr, TensorLoader):
+        plain = TensorLoader(tr.images, tr.labels, batch_size=tr.batch_size, mean=tr.mean, std=tr.std, train=False,
+                             pad=tr.pad, channels_last=tr.channels_last)
+        return [plain] if k == 1 else [_Pass(plain, s) for s in seeds]
+    from lt_kit.data.imagefiles import ImageListDataset, test_transform, train_transform
+    info = dataset_info(params["dataset"])
+    size = params["image_size"] or info.image_size
+    samples = tr.loader.dataset.samples
+    kw = dict(batch_size=params["batch_size"], train=False, num_workers=params["num_workers"], device=device,
+              channels_last=params["channels_last"])
+    if k == 1:
+        return [_FileLoader(ImageListDataset(samples, test_transform(size, info.mean, info.std)), seed=seeds[0], **kw)]
+    return [_SeededPass(_FileLoader(ImageListDataset(samples, train_transform(size, info.mean, info.std)), seed=s,
+                                    **kw), s) for s in seeds]
+
+
 def build_model(params: dict, num_classes: int) -> LTModel:
     """The backbone + head named by ``params`` (on the CPU; move it with ``.to(device)``)."""
     return LTModel(params["arch"], num_classes, head=params["head"], num_heads=params["num_heads"],

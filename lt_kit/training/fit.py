@@ -17,7 +17,7 @@ import lt_kit.training.distributed as D
 from lt_kit.config import fast_step_blockers
 from lt_kit.data.augment import make_mixer
 from lt_kit.errors import LtKitError, on_every_rank
-from lt_kit.evaluation.features import FeatureCache, cache_features
+from lt_kit.evaluation.features import FeatureCache, cache_features, cache_train_features
 from lt_kit.evaluation.summary import AlphaEvaluator, format_table, summary
 from lt_kit.maths.schedule import lr_at, mu_at
 from lt_kit.methods import applies, criterion_phase, make_criterion
@@ -25,7 +25,7 @@ from lt_kit.precision import resolve_bf16
 from lt_kit.runs.guard import env_rank
 from lt_kit.runs.lock import RunLock
 from lt_kit.runs.rundir import EVALUATED, RunDir, load_checkpoint, write_json
-from lt_kit.training.build import build_data, build_model, resolve_device
+from lt_kit.training.build import build_data, build_model, resolve_device, train_pass_loaders
 from lt_kit.training.fast_step import FastStep, make_optimizer
 from lt_kit.training.loop import train_one_epoch
 
@@ -34,11 +34,15 @@ def _cache(model, loader, params, data) -> FeatureCache:
     return cache_features(model, loader, params, data.train_counts, data.class_names)
 
 
-def _evaluate(model, params, data, alpha) -> tuple[FeatureCache, FeatureCache | None, dict]:
-    """Test (and validation, when the run has that split) feature caches and the run's metrics."""
+def _evaluate(model, params, data, alpha) -> tuple[list[tuple[str, FeatureCache]], dict]:
+    """The test, validation (when the run has that split) and training-subset feature caches, as
+    (file name, cache), and the run's metrics (the two-stage methods fit on the training cache)."""
     cache = _cache(model, data.test, params, data)
     val = _cache(model, data.val, params, data) if data.val is not None else None
-    return cache, val, summary(cache, alpha, val)
+    train = cache_train_features(model, train_pass_loaders(params, next(model.parameters()).device, data), params,
+                                 data.train_counts, data.class_names)
+    caches = [("features.pt", cache), ("train_features.pt", train)] + ([("val_features.pt", val)] if val else [])
+    return caches, summary(cache, alpha, val, train, params)
 
 
 def _val_score(model, params, data) -> float:
@@ -196,22 +200,21 @@ def _end_epoch(job: Job, rec: dict, bar) -> None:
 
 def _finish(job: Job, t0: float) -> dict:
     """The evaluated weights (the best epoch's with the last direction under select_best, as the reference),
-    the test and validation caches, ``metrics.json`` and ``evaluated.pt``."""
+    the test, validation and training caches, ``metrics.json`` and ``evaluated.pt``."""
     params, model, run, best = job.params, job.model, job.run, job.best
     if params["select_best"] and best is not None:
         D.barrier(job.dist)                             # rank 0 may still be writing best.pt
         direction = model.direction.clone()
         model.load_state_dict(load_checkpoint(run / "best.pt", model.signature())["model"])
         model.direction.copy_(direction)
-    cache, val_cache, metrics = _evaluate(model, params, job.data, params["alpha"])
+    caches, metrics = _evaluate(model, params, job.data, params["alpha"])
     metrics.update(loss=params["loss"], epochs_trained=len(job.history), best_epoch=best["epoch"] if best else None,
                    seconds=round(time.time() - t0, 2), world_size=job.dist.world_size)
     if job.dist.is_main:                # the evaluated weights + direction, so `test` can rebuild exactly these
         run.save_checkpoint({"model": model.state_dict(), "epoch": best["epoch"] if best else len(job.history),
                              "signature": model.signature()}, EVALUATED)
-        cache.save(run / "features.pt")
-        if val_cache is not None:
-            val_cache.save(run / "val_features.pt")
+        for name, cache in caches:
+            cache.save(run / name)
         write_json(run / "metrics.json", metrics)
         run.log("test:\n" + format_table(metrics))
     D.barrier(job.dist)

@@ -9,17 +9,20 @@ import json
 import time
 
 from lt_kit.errors import LtKitError
-from lt_kit.evaluation.features import FeatureCache, cache_features
-from lt_kit.evaluation.summary import MethodEvaluator, format_rows, row_name
-from lt_kit.methods import POSTHOC, applies, get_method
+from lt_kit.evaluation.decoupled import decoupled_summary
+from lt_kit.evaluation.features import FeatureCache, cache_features, cache_train_features
+from lt_kit.evaluation.summary import MethodEvaluator, format_rows, row_name, summary
+from lt_kit.methods import DECOUPLED, POSTHOC, applies, get_method
 from lt_kit.runs.rundir import EVALUATED, RunDir, load_checkpoint
-from lt_kit.training.build import build_data, build_model, resolve_device
+from lt_kit.training.build import build_data, build_model, resolve_device, train_pass_loaders
 
 
 def score_run(run_dir, *, method: str | None = None, strength: float | None = None, alpha: float | None = None,
-             checkpoint=None, device: str | None = None) -> dict:
+              checkpoint=None, device: str | None = None, overrides: dict | None = None) -> dict:
     """Score a run dir with a post-hoc ``method`` (``methods.POSTHOC``: tde, logit_adjust, tau_norm) at
-    ``strength`` (default: the method's paper rule); ``alpha`` is ``method="tde", strength=alpha``.
+    ``strength`` (default: the method's paper rule); ``alpha`` is ``method="tde", strength=alpha``. A two-stage
+    ``method`` (``methods.DECOUPLED``: crt, lws) has no strength: it is fitted on the training-feature cache
+    (built from ``evaluated.pt`` when missing) with the run's settings, or ``overrides`` of its own keys.
 
     Uses the feature cache; a missing cache is rebuilt from ``evaluated.pt``, the weights and direction that
     ``fit`` evaluated (never from another epoch). ``checkpoint``: score that file instead (one backbone pass,
@@ -29,6 +32,11 @@ def score_run(run_dir, *, method: str | None = None, strength: float | None = No
     """
     run = RunDir(run_dir)
     params = run.params()
+    if method in DECOUPLED:
+        if strength is not None or alpha is not None:
+            raise LtKitError(f"{method} has no strength (it re-trains a classifier on the training-feature cache); "
+                             f"set its epochs, lr and batch with --set {', '.join(DECOUPLED[method].keys)}")
+        return _score_decoupled(run, params, method, checkpoint, device, overrides or {})
     if alpha is not None:
         if method not in (None, "tde"):
             raise LtKitError(f"alpha is TDE's strength; with method {method!r} give --strength instead")
@@ -51,9 +59,68 @@ def score_run(run_dir, *, method: str | None = None, strength: float | None = No
     return out
 
 
-def _load_or_rebuild(run: RunDir, params: dict, checkpoint, device) -> FeatureCache:
-    if checkpoint is None and (run / "features.pt").is_file():
-        return FeatureCache.load(run / "features.pt")
+def run_caches(run_dir, *, passes: int | None = None, device: str | None = None) -> tuple[dict, dict]:
+    """A finished run's parameters (defaults filled in) and its {"test", "val", "train"} feature caches ("val":
+    None without a validation split), each loaded or built from ``evaluated.pt``. ``passes``: a training cache
+    of that many passes instead of the run's own (built, not kept)."""
+    from lt_kit.config import DEFAULTS
+    run = RunDir(run_dir)
+    params = {**DEFAULTS, **run.params()}
+    fresh = passes is not None and passes != params["train_feature_passes"]
+    if passes is not None:
+        params["train_feature_passes"] = passes
+    return params, _load_or_rebuild(run, params, None, device, train=True, fresh_train=fresh)
+
+
+def run_summary(run_dir, *, device: str | None = None) -> dict:
+    """A finished run's ``metrics.json`` content recomputed from its feature caches with the current methods,
+    the two-stage ones included (a missing cache, the training one of a run older than them for instance, is
+    built from ``evaluated.pt``). For tables; the run's own ``metrics.json`` is not rewritten."""
+    from lt_kit.runs.rundir import read_json
+    run = RunDir(run_dir)
+    params, caches = run_caches(run_dir, device=device)
+    m = summary(caches["test"], params["alpha"], caches["val"], caches["train"], params)
+    old = read_json(run / "metrics.json") if (run / "metrics.json").is_file() else {}
+    keep = ("loss", "epochs_trained", "best_epoch", "seconds", "world_size")
+    return {**m, **{k: old[k] for k in keep if k in old}, "loss": params.get("loss", "ce")}
+
+
+def _score_decoupled(run: RunDir, params: dict, method: str, checkpoint, device, overrides: dict) -> dict:
+    """``test --method crt|lws``: the fixed rule (last epoch) and, with a validation split, the epoch chosen on it."""
+    from lt_kit.config import resolve
+    bad = sorted(set(overrides) - set(DECOUPLED[method].keys) - {"train_feature_passes"})
+    if bad:
+        raise LtKitError(f"--set {', '.join(bad)}: {method} reads only {', '.join(DECOUPLED[method].keys)} and "
+                         "train_feature_passes (the run's other parameters are fixed by its training)")
+    params = resolve({**params, **overrides})  # checked like any parameter; a run older than a key: its default
+    caches = _load_or_rebuild(run, params, checkpoint, device, train=True,
+                              fresh_train="train_feature_passes" in overrides)
+    cache, train, val = caches["test"], caches["train"], caches["val"]
+    entry = decoupled_summary(method, train, cache, params, val)
+    out = {"method": method, "strength": entry["rule"]["strength"], "head": cache.head,
+           "loss": params.get("loss", "ce"), "checkpoint": str(checkpoint) if checkpoint else None,
+           "metrics": entry["rule"]["metrics"], "val": entry["val"], "settings": entry["settings"],
+           "passes": entry["passes"], "seconds": entry["seconds"], "prior_check": entry.get("prior_check"),
+           "thresholds": {"many": cache.many_threshold, "few": cache.few_threshold}}
+    with open(run / "evaluations.jsonl", "a") as f:
+        f.write(json.dumps({**out, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+    run.log(f"test method={method} settings={entry['settings']} passes={entry['passes']}"
+            + (f" checkpoint={checkpoint}" if checkpoint else ""))
+    return out
+
+
+def _load_or_rebuild(run: RunDir, params: dict, checkpoint, device, *, train: bool = False,
+                     fresh_train: bool = False):
+    """The test cache (``train=False``), or {"test", "val", "train"} caches (``train=True``), from the run's
+    cache files; missing ones are rebuilt from ``evaluated.pt`` (or ``checkpoint``: then nothing is kept).
+    ``fresh_train``: rebuild the training cache (another ``train_feature_passes``) and do not keep it."""
+    files = {"test": run / "features.pt", "val": run / "val_features.pt", "train": run / "train_features.pt"}
+    if checkpoint is None and not train and files["test"].is_file():
+        return FeatureCache.load(files["test"])
+    has_val = params.get("val_per_class") or params.get("val_root") or params.get("val_list")
+    if checkpoint is None and train and not fresh_train and files["test"].is_file() and files["train"].is_file() \
+            and (files["val"].is_file() or not has_val):
+        return {k: FeatureCache.load(p) if p.is_file() else None for k, p in files.items()}
     source = checkpoint or run / EVALUATED
     if checkpoint is None and not source.is_file():
         if not (run / "checkpoint.pt").is_file():
@@ -69,16 +136,41 @@ def _load_or_rebuild(run: RunDir, params: dict, checkpoint, device) -> FeatureCa
     model = build_model(params, len(data.train_counts))
     model.load_state_dict(load_checkpoint(source, model.signature())["model"])
     model.to(dev)
-    cache = cache_features(model, data.test, params, data.train_counts, data.class_names)
-    if checkpoint is None:
-        cache.save(run / "features.pt")
-        if data.val is not None and not (run / "val_features.pt").is_file():
-            cache_features(model, data.val, params, data.train_counts, data.class_names).save(run / "val_features.pt")
-    return cache
+    def make(split):
+        if split == "train":
+            return cache_train_features(model, train_pass_loaders(params, dev, data), params, data.train_counts,
+                                        data.class_names)
+        loader = data.test if split == "test" else data.val
+        return None if loader is None else cache_features(model, loader, params, data.train_counts, data.class_names)
+    out = {}
+    for split in ("test", "val", "train") if train else ("test",):
+        keep = checkpoint is None and not (split == "train" and fresh_train)
+        if keep and files[split].is_file():
+            out[split] = FeatureCache.load(files[split])
+            continue
+        out[split] = make(split)
+        if keep and out[split] is not None:
+            out[split].save(files[split])
+    if not train and checkpoint is None and data.val is not None and not files["val"].is_file():
+        make("val").save(files["val"])
+    return out if train else out["test"]
 
 
 def format_test(result: dict) -> str:
-    """One `test` call's result in the run table's format."""
-    return format_rows([(row_name(result["head"], result["method"], result["strength"], loss=result.get("loss", "ce")),
-                         result["metrics"])],
-                       result["thresholds"])
+    """One `test` call's result in the run table's format (a two-stage method: its rule row, then the epoch
+    chosen on the validation split, then how long the fit took)."""
+    head, method, loss = result["head"], result["method"], result.get("loss", "ce")
+    rows = [(row_name(head, method, result["strength"], loss=loss), result["metrics"])]
+    notes = ()
+    if method in DECOUPLED:
+        if result.get("val"):
+            rows.append((row_name(head, method, result["val"]["strength"], "val", loss=loss), result["val"]["metrics"]))
+        s = result["settings"]
+        notes = (f"{DECOUPLED[method].label}: {s['epochs']} epochs, lr {s['lr']:g}, batch {s['batch']}, cosine, "
+                 f"class-aware sampling; {result['passes']} pass(es) over the training subset; "
+                 f"fit {result['seconds']:.2f} s",)
+        pc = result.get("prior_check")
+        if pc:
+            notes += (f"logit adjustment on top, tau chosen on the validation split: {pc['la_tau_chosen_on_val']:g} "
+                      f"(val {100 * pc['val_overall_at_chosen']:.2f}% vs {100 * pc['val_overall_at_0']:.2f}% at 0)",)
+    return format_rows(rows, result["thresholds"], notes)

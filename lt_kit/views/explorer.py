@@ -42,8 +42,10 @@ class AlphaExplorer:
     applies to the run's head, from its feature cache (TDE's alpha first on a causal-norm run)."""
 
     def __init__(self, cache: FeatureCache, *, preset_alpha: float, alpha_max: float = 3.0, step: float = 0.01,
-                 run_dir: Path | None = None, val_cache: FeatureCache | None = None, method: str = ""):
+                 run_dir: Path | None = None, val_cache: FeatureCache | None = None, method: str = "",
+                 train_cache: FeatureCache | None = None, params: dict | None = None):
         self.cache, self.run_dir, self.val_cache = cache, run_dir, val_cache
+        self.train_cache, self.params = train_cache, params      # for the two-stage methods (cRT, LWS)
         self.preset_alpha, self.alpha_max, self.step = float(preset_alpha), float(alpha_max), float(step)
         self.order = head_to_tail(cache.train_counts)
         self.rules = split_rules(cache.train_counts, cache.many_threshold, cache.few_threshold)
@@ -73,13 +75,20 @@ class AlphaExplorer:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, **kw) -> "AlphaExplorer":
-        """Load ``run_dir/features.pt`` (and ``val_features.pt`` when the run has a validation split); the
-        preset alpha is the run's own ``alpha`` parameter."""
+        """Load ``run_dir/features.pt`` (and ``val_features.pt`` when the run has a validation split,
+        ``train_features.pt`` when it has a training cache); the preset alpha is the run's own ``alpha``."""
         from lt_kit.views.notebook import load_run
         run = load_run(run_dir)
-        val = run.path / "val_features.pt"
+        val, train = run.path / "val_features.pt", run.path / "train_features.pt"
         return cls(run.cache, preset_alpha=run.alpha, run_dir=run.path,
-                   val_cache=FeatureCache.load(val) if val.is_file() else None, **kw)
+                   val_cache=FeatureCache.load(val) if val.is_file() else None,
+                   train_cache=FeatureCache.load(train) if train.is_file() else None, params=run.params, **kw)
+
+    def summary(self) -> dict:
+        """Every method on this run (``evaluation.summary.summary``): the post-hoc ones at their rule and
+        validation choice, and, when the run has its training-feature cache, cRT and LWS."""
+        from lt_kit.evaluation.summary import summary
+        return summary(self.cache, self.preset_alpha, self.val_cache, self.train_cache, self.params)
 
     # ------------------------------------------------------------------ numbers
     def sweep(self, step: float = 0.05) -> list[dict]:

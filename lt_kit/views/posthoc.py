@@ -15,7 +15,8 @@ from lt_kit.evaluation.summary import TEST_CHOSEN_NOTE, MethodEvaluator, format_
 from lt_kit.methods import methods_for
 from lt_kit.views.plots import PALETTE, _pct, new_figure
 
-METHOD_COLORS = {"tde": PALETTE[0], "logit_adjust": PALETTE[1], "tau_norm": PALETTE[2]}
+METHOD_COLORS = {"tde": PALETTE[0], "logit_adjust": PALETTE[1], "tau_norm": PALETTE[2], "crt": PALETTE[3],
+                 "lws": PALETTE[5]}
 
 
 def method_curves(cache: FeatureCache, val_cache: FeatureCache | None, preset_alpha: float,
@@ -25,6 +26,14 @@ def method_curves(cache: FeatureCache, val_cache: FeatureCache | None, preset_al
     caches, if already computed (the notebook passes one to this and to :func:`comparison_table`)."""
     info = (info or summary(cache, preset_alpha, val_cache))["methods"]
     out = []
+    for name, e in info.items():            # two-stage methods (cRT, LWS): no strength, fixed points
+        if e.get("kind") == "two-stage":
+            out.append({"method": name, "label": e["label"], "strength_name": None, "fixed": True,
+                        "overall": _pct(e["rule"]["metrics"]["overall"]),
+                        "tail": _pct(e["rule"]["metrics"]["head_tail"]["tail"]),
+                        "rule": e["rule"]["strength"], "val": e["val"]["strength"] if e["val"] else None,
+                        "val_overall": _pct(e["val"]["metrics"]["overall"]) if e["val"] else None,
+                        "val_tail": _pct(e["val"]["metrics"]["head_tail"]["tail"]) if e["val"] else None})
     for m in methods_for(cache.head):
         if "rule" not in info[m.name]:          # unavailable on this run (the table says why)
             continue
@@ -40,11 +49,19 @@ def method_curves(cache: FeatureCache, val_cache: FeatureCache | None, preset_al
 
 def comparison_figure(curves: list[dict], head_label: str) -> Figure:
     """Overall and tail test accuracy against strength for every method on shared axes; each method's paper
-    rule (open diamond) and validation-chosen strength (filled circle) are marked on its curve."""
+    rule (open diamond) and validation-chosen strength (filled circle) are marked on its curve. A two-stage
+    method (cRT, LWS) has no strength: a dashed level line at its rule, a square at its val-chosen epoch."""
     fig, axes = new_figure(2, width=4.6, height=3.4)
     for ax, key, title in zip(axes, ("overall", "tail"), ("overall", "tail (classes below the median count)")):
         for c in curves:
             color = METHOD_COLORS.get(c["method"], PALETTE[4])
+            if c.get("fixed"):          # no strength: a level line at its rule, a marker for its val-chosen epoch
+                ax.axhline(c[key], color=color, lw=1.4, ls="--",
+                           label=f"{c['label']} (no strength; epoch {c['rule']:g})")
+                if c["val"] is not None:
+                    ax.plot([0], [c["val_" + key]], "s", ms=7, color=color, mec="black", clip_on=False,
+                            label=f"{c['label']} val-chosen epoch {c['val']:g}")
+                continue
             x, y = c["strengths"], c[key]
             ax.plot(x, y, color=color, lw=1.8, label=f"{c['label']} ({c['strength_name']})")
             at = lambda s, x=x, y=y: float(np.interp(s, x, y))  # noqa: E731 - the curve's value at a strength
@@ -67,7 +84,7 @@ def comparison_table(cache: FeatureCache, val_cache: FeatureCache | None, preset
     m = info or summary(cache, preset_alpha, val_cache)
     rows = table_rows(m)
     for name, e in m["methods"].items():
-        if "test_chosen" not in e:
+        if "test_chosen" not in e:             # two-stage methods have no strength to choose on test
             continue
         s = e["test_chosen"]["strength"]
         rows.append((row_name(cache.head, name, s, TEST_CHOSEN_NOTE), MethodEvaluator(cache, name).metrics(s)))

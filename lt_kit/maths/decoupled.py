@@ -1,0 +1,124 @@
+"""Decoupled classifiers (Kang et al., ICLR 2020, "Decoupling Representation and Classifier for Long-Tailed
+Recognition"): a second stage that re-trains only the classifier on frozen features with class-balanced sampling.
+
+- **cRT** re-initialises a linear classifier (with bias, their ``DotProductClassifier``) and trains it.
+- **LWS** keeps the classifier and learns one scale per class, ``logits_c * s_c`` (their ``TauNormClassifier``
+  in ``cls_lws.yaml``), starting from 1.
+
+Both are pure functions of cached tensors here: the backbone never runs. The hyper-parameters default to the
+authors' ImageNet-LT configs (facebookresearch/classifier-balancing ``config/ImageNet_LT/cls_crt.yaml`` and
+``cls_lws.yaml``): SGD, momentum 0.9, weight decay 5e-4, lr 0.2 at batch 512, cosine to 0, class-aware sampling
+with 4 images per class visit (``data/ClassAwareSampler.py``), 10 epochs for cRT and 5 for LWS, an epoch being
+as many samples as the training set has (``run_networks.py``: ``epoch_steps = N // batch_size``).
+Departures, on purpose: the cosine is stepped after each epoch (theirs steps first, so their last epoch trains
+at lr 0); the features are the frozen backbone's in eval mode (theirs keep BatchNorm in training mode, so its
+running statistics drift during the second stage), which is what makes them cacheable.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+MOMENTUM, WEIGHT_DECAY, SAMPLES_PER_CLASS_VISIT = 0.9, 5e-4, 4     # classifier-balancing's cls_crt.yaml
+
+
+def class_aware_indices(labels: Tensor, n: int, samples_per_visit: int, generator: torch.Generator) -> Tensor:
+    """``n`` indices drawn class-balanced, as Kang et al.'s ``ClassAwareSampler``: visit the classes in a random
+    order (re-shuffled after each full round), take ``samples_per_visit`` consecutive items of the visited class's
+    own random cycle (re-shuffled each time it wraps). Every round of visits draws each class equally often."""
+    labels = labels.cpu()
+    classes = torch.unique(labels)
+    members = [torch.nonzero(labels == c).flatten() for c in classes]
+    pos = [len(m) for m in members]                 # at the end: shuffle on first use
+    orders = list(members)
+    class_order, ci = torch.empty(0, dtype=torch.long), 0
+    out = []
+    while len(out) < n:
+        if ci == len(class_order):
+            class_order, ci = torch.randperm(len(classes), generator=generator), 0
+        k = int(class_order[ci])
+        ci += 1
+        for _ in range(samples_per_visit):
+            if pos[k] == len(orders[k]):
+                orders[k], pos[k] = members[k][torch.randperm(len(members[k]), generator=generator)], 0
+            out.append(int(orders[k][pos[k]]))
+            pos[k] += 1
+    return torch.tensor(out[:n], dtype=torch.long)
+
+
+def cosine_lr(lr: float, epoch: int, epochs: int) -> float:
+    """The lr of 0-based ``epoch`` of ``epochs``: ``lr * (1 + cos(pi * epoch / epochs)) / 2`` (lr at the start,
+    never 0 inside the run)."""
+    return lr * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
+@dataclass
+class Retrained:
+    """A second stage's result: the parameters after the last epoch and after the epoch best on the validation
+    split (the last one without a split), that epoch, the validation accuracy per epoch, and the seconds taken."""
+    last: dict
+    best: dict
+    best_epoch: int
+    val_curve: list
+    seconds: float
+
+
+def retrain(theta: dict, logits_fn: Callable[[dict, Tensor], Tensor], inputs: Tensor, labels: Tensor, *,
+            epochs: int, lr: float, batch_size: int, seed: int,
+            val: tuple[Tensor, Tensor] | None = None) -> Retrained:
+    """Train the tensors in ``theta`` (updated in place) so that ``logits_fn(theta, inputs[i])`` classifies
+    ``labels[i]``: cross-entropy, SGD (momentum 0.9, weight decay 5e-4 on every tensor), cosine lr from ``lr``,
+    class-aware batches (:func:`class_aware_indices`, seeded by ``seed``), ``len(inputs) // batch_size`` steps
+    per epoch. ``val``: (inputs, labels) scored after each epoch; the best epoch is the first with the highest
+    accuracy (the authors keep their best epoch on validation data the same way)."""
+    t0 = time.time()
+    params = list(theta.values())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.SGD(params, lr=lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    g = torch.Generator().manual_seed(seed)
+    steps = max(1, len(inputs) // batch_size)
+    snap = lambda: {k: v.detach().clone() for k, v in theta.items()}  # noqa: E731
+    best, best_epoch, best_acc, curve = None, epochs, -1.0, []
+    for epoch in range(epochs):
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(lr, epoch, epochs)
+        order = class_aware_indices(labels, steps * batch_size, SAMPLES_PER_CLASS_VISIT, g).view(steps, -1)
+        for idx in order:
+            loss = torch.nn.functional.cross_entropy(logits_fn(theta, inputs[idx]), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if val is not None:
+            with torch.no_grad():
+                acc = float((logits_fn(theta, val[0]).argmax(1) == val[1]).float().mean())
+            curve.append(acc)
+            if acc > best_acc:
+                best, best_epoch, best_acc = snap(), epoch + 1, acc
+    for p in params:
+        p.requires_grad_(False)
+    last = snap()
+    return Retrained(last, best if best is not None else last, best_epoch, curve, time.time() - t0)
+
+
+def init_linear(num_features: int, num_classes: int, seed: int) -> dict:
+    """A freshly initialised linear classifier with bias, as ``torch.nn.Linear`` draws it, from ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fc = torch.nn.Linear(num_features, num_classes)
+    return {"weight": fc.weight.detach().clone(), "bias": fc.bias.detach().clone()}
+
+
+def linear_logits(theta: dict, features: Tensor) -> Tensor:
+    """cRT's classifier: ``features @ W.T + b``."""
+    return torch.addmm(theta["bias"], features, theta["weight"].T)
+
+
+def scaled_logits(theta: dict, logits: Tensor) -> Tensor:
+    """LWS's classifier: the frozen head's logits times one learned scale per class."""
+    return logits * theta["scales"]

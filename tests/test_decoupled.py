@@ -1,0 +1,221 @@
+"""Two-stage methods (cRT, LWS): the maths by hand, the registry, and every place methods appear."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from lt_kit.errors import LtKitError
+from lt_kit.evaluation.features import FeatureCache
+from lt_kit.maths.decoupled import (
+    WEIGHT_DECAY,
+    class_aware_indices,
+    cosine_lr,
+    init_linear,
+    linear_logits,
+    retrain,
+    scaled_logits,
+)
+from lt_kit.methods import DECOUPLED, HEADS, decoupled_for, get_method
+
+
+# --------------------------------------------------------------------------- the maths, by hand
+def test_class_aware_sampling_visits_every_class_equally_in_cycles():
+    labels = torch.tensor([0, 0, 0, 1, 2, 2])
+    g = torch.Generator().manual_seed(0)
+    one = class_aware_indices(labels, 6, 1, g)                 # 2 rounds of 3 visits, 1 image per visit
+    assert np.bincount(labels[one].numpy(), minlength=3).tolist() == [2, 2, 2]
+    four = class_aware_indices(labels, 24, 4, g)               # 2 rounds, 4 consecutive images per visit
+    assert np.bincount(labels[four].numpy(), minlength=3).tolist() == [8, 8, 8]
+    runs = labels[four].view(-1, 4)
+    assert (runs == runs[:, :1]).all()                          # each visit: 4 images of one class
+    assert set(four[labels[four] == 1].tolist()) == {3}          # a 1-image class repeats its image
+    zeros = four[labels[four] == 0][:3].tolist()                 # a class's images cycle before any repeats
+    assert sorted(zeros) == [0, 1, 2]
+    again = class_aware_indices(labels, 24, 4, torch.Generator().manual_seed(0))
+    assert torch.equal(class_aware_indices(labels, 24, 4, torch.Generator().manual_seed(0)), again)   # seeded
+
+
+def test_cosine_lr_starts_at_lr_and_never_reaches_zero_inside_the_run():
+    assert cosine_lr(0.2, 0, 10) == 0.2
+    assert cosine_lr(0.2, 5, 10) == pytest.approx(0.1)
+    assert 0 < cosine_lr(0.2, 9, 10) < 0.01
+
+
+def test_one_lws_step_by_hand():
+    """Two images, one per class, each seen 4 times in the one batch of 8: the step is plain SGD on the mean
+    cross-entropy of the two (the first momentum step is the gradient itself), plus weight decay."""
+    x = torch.tensor([[2.0, 0.5], [0.3, 1.0]])
+    y = torch.tensor([0, 1])
+    lr = 0.1
+    r = retrain({"scales": torch.ones(2)}, scaled_logits, x, y, epochs=1, lr=lr, batch_size=8, seed=0)
+    grad = [0.0, 0.0]
+    for xi, yi in zip(x.tolist(), y.tolist()):
+        z = [math.exp(v) for v in xi]                               # logits at s = 1
+        p = [v / sum(z) for v in z]
+        for c in range(2):
+            grad[c] += (p[c] - (c == yi)) * xi[c] / 2
+    expect = [1 - lr * (g + WEIGHT_DECAY * 1.0) for g in grad]
+    assert r.last["scales"].tolist() == pytest.approx(expect, abs=1e-6)
+    assert r.best_epoch == 1 and r.val_curve == []
+
+
+def test_crt_on_separable_features_reaches_the_obvious_solution():
+    """Four well-apart clusters, 100 / 30 / 8 / 2 images: the re-trained classifier gets every test point."""
+    g = torch.Generator().manual_seed(1)
+    centres = torch.eye(4) * 6
+    counts = [100, 30, 8, 2]
+    y = torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])
+    x = centres[y] + 0.5 * torch.randn(len(y), 4, generator=g)
+    yt = torch.arange(4).repeat(25)
+    xt = centres[yt] + 0.5 * torch.randn(100, 4, generator=g)
+    theta = init_linear(4, 4, seed=0)
+    r = retrain(theta, linear_logits, x, y, epochs=10, lr=0.2, batch_size=32, seed=0, val=(xt, yt))
+    assert (linear_logits(r.last, xt).argmax(1) == yt).all()
+    assert r.val_curve[-1] == 1.0 and r.best_epoch == r.val_curve.index(1.0) + 1
+
+
+def test_crt_puts_the_boundary_of_an_imbalanced_symmetric_pair_in_the_middle():
+    """Class 1: ten points around +1; class 0: their mirror image around -1, each point 30 times. Class-balanced
+    re-training puts the boundary at the mirror's centre, 0, where plain (instance-balanced) training pushes it
+    into the tail class."""
+    q = torch.distributions.Normal(0.0, 0.7).icdf(torch.linspace(0.05, 0.95, 10))
+    x = torch.cat([-(1 + q).repeat(30), 1 + q])[:, None]
+    y = torch.cat([torch.zeros(300, dtype=torch.long), torch.ones(10, dtype=torch.long)])
+    r = retrain(init_linear(1, 2, seed=0), linear_logits, x, y, epochs=30, lr=0.2, batch_size=64, seed=0)
+    w, b = r.last["weight"][:, 0], r.last["bias"]
+    boundary = float((b[0] - b[1]) / (w[1] - w[0]))
+    plain = init_linear(1, 2, seed=0)
+    for p in plain.values():
+        p.requires_grad_(True)
+    opt = torch.optim.SGD(plain.values(), lr=0.2, momentum=0.9)
+    for _ in range(300):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(linear_logits(plain, x), y).backward()
+        opt.step()
+    with torch.no_grad():
+        plain_boundary = float((plain["bias"][0] - plain["bias"][1]) / (plain["weight"][1, 0] - plain["weight"][0, 0]))
+    assert abs(boundary) < 0.15 and plain_boundary > 0.4, (boundary, plain_boundary)
+
+
+# --------------------------------------------------------------------------- the registry
+def test_every_head_takes_both_two_stage_methods_and_a_strength_is_refused():
+    for head in HEADS:
+        assert [m.name for m in decoupled_for(head)] == ["crt", "lws"]
+    for m in DECOUPLED.values():
+        assert m.hyper({}) == {"epochs": {"crt": 10, "lws": 5}[m.name], "lr": 0.2, "batch": 512}
+        assert "Kang et al." in m.rule_text
+        with pytest.raises(LtKitError, match="two-stage method with no strength"):
+            get_method(m.name, "linear")
+
+
+def test_the_second_stage_seeds_its_classifier_and_sampling_from_the_run_seed():
+    from lt_kit.evaluation.decoupled import DecoupledFit
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(120) % 3
+    feats = torch.randn(120, 5, generator=g) + torch.eye(3, 5)[y] * 2
+    cache = FeatureCache(feats, y, torch.randn(3, 5, generator=g), torch.zeros(5), "linear", 1, 16.0, 0.0,
+                         [80, 30, 10], ["a", "b", "c"])
+    params = {"seed": 3, "crt_epochs": 3, "crt_lr": 0.1, "crt_batch_size": 16}
+    a, b = (DecoupledFit("crt", cache, params).logits(cache) for _ in range(2))
+    torch.testing.assert_close(a, b)
+    c = DecoupledFit("crt", cache, {**params, "seed": 4}).logits(cache)
+    assert not torch.equal(a, c)
+
+
+# --------------------------------------------------------------------------- everywhere methods appear
+@pytest.fixture(scope="module")
+def two_stage_run(tmp_path_factory):
+    from test_methods import smoke
+
+    from lt_kit.training.fit import fit
+    run = tmp_path_factory.mktemp("crt") / "run"
+    fit(smoke(val_per_class=5, epochs=3), run, progress=False)
+    return run
+
+
+def test_fit_caches_the_training_subset_and_writes_crt_and_lws(two_stage_run):
+    run = two_stage_run
+    m = json.loads((run / "metrics.json").read_text())
+    train = FeatureCache.load(run / "train_features.pt")
+    subset = np.load(run / "subset_indices.npy")
+    assert len(train.labels) == len(subset) and train.passes == 1
+    assert np.bincount(train.labels.numpy()).tolist() == m["train_counts"]
+    for name in ("crt", "lws"):
+        e = m["methods"][name]
+        assert e["kind"] == "two-stage" and e["strength_name"] == "epoch" and e["seconds"] > 0
+        assert e["rule"]["strength"] == e["settings"]["epochs"] and "metrics" in e["rule"]
+        assert 1 <= e["val"]["strength"] <= e["settings"]["epochs"]
+        assert e["val"]["val_overall"] == max(e["val"]["val_curve"])
+        assert -1 <= e["prior_check"]["la_tau_chosen_on_val"] <= 2
+        assert "test_chosen" not in e                      # no strength, so nothing is chosen on test
+    from lt_kit.evaluation.summary import format_table
+    table = format_table(m)
+    assert "De-confound + cRT (epoch=10)" in table and "De-confound + LWS (epoch=" in table
+
+
+def test_cli_test_fits_crt_from_the_cache_and_rebuilds_a_missing_one(two_stage_run, tmp_path, capsys):
+    from lt_kit.cli import main
+    run = shutil.copytree(two_stage_run, tmp_path / "run")
+    before = json.loads((run / "metrics.json").read_text())
+    (run / "train_features.pt").unlink()                   # a run older than the training cache
+    assert main(["test", "--run-dir", str(run), "--method", "crt"]) == 0
+    out = capsys.readouterr().out
+    assert "De-confound + cRT (epoch=10)" in out and "(epoch=" in out and "fit " in out
+    assert (run / "train_features.pt").is_file()
+    rec = json.loads((run / "evaluations.jsonl").read_text().splitlines()[-1])
+    assert rec["metrics"]["overall"] == before["methods"]["crt"]["rule"]["metrics"]["overall"]   # the same fit
+    assert json.loads((run / "metrics.json").read_text()) == before
+    assert main(["test", "--run-dir", str(run), "--method", "lws", "--set", "lws_epochs=2"]) == 0
+    assert "LWS (epoch=2)" in capsys.readouterr().out
+    assert main(["test", "--run-dir", str(run), "--method", "crt", "--strength", "1"]) == 2
+    assert "no strength" in capsys.readouterr().err
+    assert main(["test", "--run-dir", str(run), "--method", "crt", "--set", "lr=0.1"]) == 2
+    assert "crt reads only crt_epochs" in capsys.readouterr().err
+    assert main(["test", "--run-dir", str(run), "--method", "crt", "--set", "crt_epochs=0"]) == 2
+    assert "crt_epochs" in capsys.readouterr().err
+    assert main(["test", "--run-dir", str(run), "--method", "tde", "--set", "crt_epochs=2"]) == 2
+    assert "--set goes with --method crt or lws" in capsys.readouterr().err
+
+
+def test_k_augmented_passes_cache_k_different_views_and_are_seeded(two_stage_run, tmp_path):
+    from lt_kit.training.score import score_run
+    run = shutil.copytree(two_stage_run, tmp_path / "run")
+    plain = FeatureCache.load(run / "train_features.pt")
+    out = score_run(run, method="crt", overrides={"train_feature_passes": 2})
+    assert out["passes"] == 2
+    assert FeatureCache.load(run / "train_features.pt").passes == 1    # a trial K does not replace the run's cache
+    from lt_kit.config import DEFAULTS
+    from lt_kit.runs.rundir import RunDir
+    from lt_kit.training.score import _load_or_rebuild
+    params = {**DEFAULTS, **RunDir(run).params(), "train_feature_passes": 2}
+    a = _load_or_rebuild(RunDir(run), params, None, None, train=True, fresh_train=True)["train"]
+    b = _load_or_rebuild(RunDir(run), params, None, None, train=True, fresh_train=True)["train"]
+    n = len(plain.labels)
+    assert len(a.labels) == 2 * n and torch.equal(a.labels[:n], plain.labels)
+    torch.testing.assert_close(a.features, b.features)                  # seeded by (seed, pass)
+    assert not torch.allclose(a.features[:n], a.features[n:])           # two different augmented views
+    assert not torch.allclose(a.features[:n], plain.features)
+
+
+def test_compare_and_the_comparison_figure_show_the_two_stage_methods(two_stage_run):
+    from lt_kit.views.explorer import AlphaExplorer
+    from lt_kit.views.posthoc import comparison_figure, comparison_table, method_curves
+    from lt_kit.views.report import compare_runs
+    cmp = compare_runs([str(two_stage_run)])
+    text = cmp.text()
+    assert "crt/rule" in text and "lws/val" in text
+    ex = AlphaExplorer.from_run(two_stage_run)
+    info = ex.summary()
+    curves = method_curves(ex.cache, ex.val_cache, ex.preset_alpha, info)
+    fixed = [c for c in curves if c.get("fixed")]
+    assert [c["method"] for c in fixed] == ["crt", "lws"]
+    fig = comparison_figure(curves, "causal_norm")
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert any(lab.startswith("cRT (no strength") for lab in labels)
+    assert any(lab.startswith("LWS val-chosen epoch") for lab in labels)
+    assert "De-confound + cRT (epoch=10)" in comparison_table(ex.cache, ex.val_cache, ex.preset_alpha, info)
