@@ -78,8 +78,9 @@ PARAMS: dict[str, tuple[Any, type, str]] = {
     "sam_rho": (0.0, float, "SAM: radius of the sharpness-aware step (0 = off; DDC and GLMC use 0.05); two "
                             "forward + backward passes per step"),
     # decoupled classifiers on the training-feature cache (maths/decoupled.py; Kang et al.'s configs by default)
-    "train_feature_passes": (1, int, "passes over the training subset cached for cRT/LWS: 1 = the images as they are "
-                                     "(test transform); K > 1 = K passes with the training crop and flip"),
+    "train_feature_passes": (1, int, "passes over the training subset cached for cRT/LWS (train_features.pt, N x D "
+                                     "floats per pass): 1 = the images as they are (test transform); K > 1 = K passes "
+                                     "with the training crop and flip; 0 = no cache, no cRT/LWS at the end of fit"),
     "crt_epochs": (10, int, "cRT: epochs of classifier re-training on cached features (Kang et al.: 10)"),
     "crt_lr": (0.2, float, "cRT: peak lr, cosine to 0 (Kang et al.: 0.2 at batch 512)"),
     "crt_batch_size": (512, int, "cRT: class-balanced batch size (Kang et al.: 512)"),
@@ -186,8 +187,10 @@ def resolve(overrides: dict[str, Any] | None = None, where: str = "") -> dict[st
         if why:
             raise LtKitError(f"fast_step=true cannot run with these parameters ({'; '.join(why)}); set "
                              "fast_step=false (the eager loop runs every option)")
-    for k in ("epochs", "batch_size", "num_heads", "train_feature_passes", "crt_epochs", "crt_batch_size",
-              "lws_epochs", "lws_batch_size"):
+    if params["train_feature_passes"] < 0:
+        raise LtKitError(f"train_feature_passes must be >= 0 (0 = no training-feature cache), got "
+                         f"{params['train_feature_passes']}")
+    for k in ("epochs", "batch_size", "num_heads", "crt_epochs", "crt_batch_size", "lws_epochs", "lws_batch_size"):
         if params[k] < 1:
             raise LtKitError(f"parameter {k!r} must be >= 1, got {params[k]}")
     for k in ("crt_lr", "lws_lr"):

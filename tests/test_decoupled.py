@@ -219,3 +219,34 @@ def test_compare_and_the_comparison_figure_show_the_two_stage_methods(two_stage_
     assert any(lab.startswith("cRT (no strength") for lab in labels)
     assert any(lab.startswith("LWS val-chosen epoch") for lab in labels)
     assert "De-confound + cRT (epoch=10)" in comparison_table(ex.cache, ex.val_cache, ex.preset_alpha, info)
+
+
+def test_compare_says_how_to_score_a_run_older_than_the_two_stage_methods(two_stage_run, tmp_path):
+    import yaml
+
+    from lt_kit.views.report import compare_runs
+    new = shutil.copytree(two_stage_run, tmp_path / "new")
+    old = shutil.copytree(two_stage_run, tmp_path / "old")
+    p = yaml.safe_load((old / "params.yaml").read_text())
+    (old / "params.yaml").write_text(yaml.safe_dump({**p, "seed": p["seed"] + 1}))
+    m = json.loads((old / "metrics.json").read_text())
+    m["methods"] = {k: v for k, v in m["methods"].items() if k not in DECOUPLED}
+    (old / "metrics.json").write_text(json.dumps(m))
+    text = compare_runs([str(new), str(old)]).text()
+    assert "a run older than the two-stage methods" in text and f"--run-dir {old} --method crt" in text
+
+
+def test_no_training_cache_with_zero_passes_and_test_says_how_to_get_one(tmp_path):
+    from test_methods import smoke
+
+    from lt_kit.training.fit import fit
+    from lt_kit.training.score import score_run
+    run = tmp_path / "run"
+    m = fit(smoke(epochs=1, train_feature_passes=0), run, progress=False)
+    assert not (run / "train_features.pt").exists() and not set(m["methods"]) & set(DECOUPLED)
+    with pytest.raises(LtKitError, match="add --set train_feature_passes=1"):
+        score_run(run, method="crt")
+    out = score_run(run, method="crt", overrides={"train_feature_passes": 1})
+    assert out["passes"] == 1 and not (run / "train_features.pt").exists()     # a trial cache is not kept
+    with pytest.raises(LtKitError, match="train_feature_passes must be >= 0"):
+        smoke(train_feature_passes=-1)

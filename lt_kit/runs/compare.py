@@ -107,7 +107,12 @@ def why_missing(run: "RunResult", evaluation: str) -> str:
             if isinstance(node, dict) and node.get("unavailable"):
                 return str(node["unavailable"])
             if part == "val" and isinstance(node, dict) and "val" in node:
-                return "no validation split, so no strength was chosen"
+                what = "epoch" if node.get("kind") == "two-stage" else "strength"
+                return f"no validation split, so no {what} was chosen"
+            from lt_kit.methods import DECOUPLED
+            if evaluation.split("/")[0] in DECOUPLED:
+                return (f"its metrics.json has no {evaluation} (a run older than the two-stage methods: `python -m "
+                        f"lt_kit test --run-dir {run.path} --method {evaluation.split('/')[0]}` scores it)")
             return f"its metrics.json has no {evaluation}"
         node = node[part]
     return f"its {evaluation} entry records no accuracy"

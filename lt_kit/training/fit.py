@@ -40,8 +40,9 @@ def _evaluate(model, params, data, alpha) -> tuple[list[tuple[str, FeatureCache]
     cache = _cache(model, data.test, params, data)
     val = _cache(model, data.val, params, data) if data.val is not None else None
     train = cache_train_features(model, train_pass_loaders(params, next(model.parameters()).device, data), params,
-                                 data.train_counts, data.class_names)
-    caches = [("features.pt", cache), ("train_features.pt", train)] + ([("val_features.pt", val)] if val else [])
+                                 data.train_counts, data.class_names) if params["train_feature_passes"] else None
+    caches = [("features.pt", cache)] + ([("train_features.pt", train)] if train else []) \
+        + ([("val_features.pt", val)] if val else [])
     return caches, summary(cache, alpha, val, train, params)
 
 

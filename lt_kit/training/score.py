@@ -93,6 +93,9 @@ def _score_decoupled(run: RunDir, params: dict, method: str, checkpoint, device,
         raise LtKitError(f"--set {', '.join(bad)}: {method} reads only {', '.join(DECOUPLED[method].keys)} and "
                          "train_feature_passes (the run's other parameters are fixed by its training)")
     params = resolve({**params, **overrides})  # checked like any parameter; a run older than a key: its default
+    if not params["train_feature_passes"]:
+        raise LtKitError(f"{method} re-trains on the training-feature cache, which train_feature_passes=0 turns "
+                         "off; add --set train_feature_passes=1")
     caches = _load_or_rebuild(run, params, checkpoint, device, train=True,
                               fresh_train="train_feature_passes" in overrides)
     cache, train, val = caches["test"], caches["train"], caches["val"]
