@@ -28,17 +28,25 @@ PARAMS: dict[str, tuple[Any, type, str]] = {
     "max_per_class": (0, int, "images in the head class; 0 = as many as every class has (CIFAR/digits: all of "
                               "the largest class; folder: the smallest class's size)"),
     "subset_seed": (0, int, "seed of the long-tailed subset and of the val split (0 = LDAM/BBN's subset)"),
-    "val_per_class": (0, int, "CIFAR/digits: images per class held out first from the training pool as a balanced "
-                              "validation split (0 = none, the reference; 50 leaves CIFAR's head class 4,950)"),
+    "val_per_class": (0, int, "images per class held out first from the training pool (CIFAR/digits) or training "
+                              "list (list data sets, instead of a val list) as a balanced validation split (0 = none, "
+                              "the reference; 50 leaves CIFAR's head class 4,950; a list class with this many images "
+                              "or fewer gives none)"),
     "val_root": ("", str, "folder: class-per-subfolder balanced validation images ('' = no val split)"),
-    "train_list": ("", str, "imagenet_lt: train list file ('' = <data_root>/ImageNet_LT_train.txt)"),
-    "val_list": ("", str, "imagenet_lt: val list file, used to pick the best epoch"),
-    "test_list": ("", str, "imagenet_lt: test list file"),
+    "train_list": ("", str, "imagenet_lt, inat2018, places_lt: train list file ('' = the data set's list in "
+                            "data_root, e.g. ImageNet_LT_train.txt)"),
+    "val_list": ("", str, "list data sets: val list file, used to pick the best epoch (inat2018 has none: use "
+                          "val_per_class)"),
+    "test_list": ("", str, "list data sets: test list file (inat2018: iNaturalist18_val.txt, the reported set)"),
     "test_root": ("", str, "folder: class-per-subfolder balanced test images"),
     "image_size": (0, int, "image-file data sets: crop size in pixels; 0 = the data set's default"),
     "num_workers": (4, int, "DataLoader workers for image-file data sets"),
     # model
-    "arch": ("resnet32", str, "backbone: resnet32, resnext50_32x4d"),
+    "arch": ("resnet32", str, "backbone: resnet32, resnet50, resnet152, resnext50_32x4d"),
+    "pretrained": ("", str, "backbone weights ('' = none): torchvision or torchvision:NAME (the arch's weights, e.g. "
+                            "IMAGENET1K_V1), a .pt/.pth state dict, or timm:NAME; the classifier is always new"),
+    "freeze_backbone": (False, bool, "train the head only on the pretrained backbone's fixed features (BatchNorm in "
+                                     "eval mode); needs pretrained"),
     "head": ("causal_norm", str, "causal_norm (De-confound), linear (softmax baseline, bias-free) or norm_linear "
                                  "(LDAM's cosine classifier); see methods.py"),
     "num_heads": (2, int, "K: heads of the causal-norm classifier"),
@@ -182,6 +190,8 @@ def resolve(overrides: dict[str, Any] | None = None, where: str = "") -> dict[st
     if params["select_best"] or params["eval_every"]:
         check_val_split(params)
     check_recipe(params)
+    from lt_kit.pretrained import check as check_pretrained
+    check_pretrained(params)
     if params["fast_step"]:
         why = fast_step_blockers(params, _torchrun_world_size())
         if why:
@@ -229,18 +239,21 @@ def check_recipe(params: dict) -> None:
 def val_split_source(params: dict) -> str | None:
     """Where ``params`` take a validation split from, or None when they have none."""
     ds = params["dataset"]
-    if DATASETS[ds].kind == "tensor":
-        return f"val_per_class={params['val_per_class']}" if params["val_per_class"] else None
     if ds == "folder":
         return f"val_root={params['val_root']}" if params["val_root"] else None
-    return "the val list"                         # imagenet_lt: imagefiles checks that the list exists
+    if params["val_per_class"]:
+        return f"val_per_class={params['val_per_class']}"
+    if DATASETS[ds].kind == "files" and (params["val_list"] or "val" in (DATASETS[ds].lists or {})):
+        return "the val list"                     # imagefiles checks that the list exists
+    return None
 
 
 def check_val_split(params: dict) -> None:
     """``select_best`` and ``eval_every`` pick and log on a validation split, never on the test set."""
     if val_split_source(params) is None:
         what = "select_best" if params["select_best"] else "eval_every"
-        how = "set val_per_class (e.g. 50)" if DATASETS[params["dataset"]].kind == "tensor" else "set val_root"
+        how = "set val_root" if params["dataset"] == "folder" else "set val_per_class (e.g. 50)" \
+            if DATASETS[params["dataset"]].kind == "tensor" else "set val_per_class (e.g. 3, from the training list)"
         raise LtKitError(f"{what} needs a validation split and this run has none (choosing on the test set would "
                          f"report a test-chosen result); {how}, or turn {what} off")
 

@@ -110,17 +110,20 @@ def resnet32() -> nn.Module:
     return ResNet32()
 
 
-# --------------------------------------------------------------------------- ResNeXt-50 32x4d
-class ResNeXt50(nn.Module):
-    """torchvision's ResNeXt-50 32x4d without its fc. Its init (kaiming normal, fan_out, BN gamma 1) is the
-    reference's ``normal(0, sqrt(2 / (k*k*out)))``. Departure: the pool is adaptive, so 32x32 CIFAR input
-    works (the reference's fixed ``AvgPool2d(7)`` crashes there, its issue #29)."""
+# --------------------------------------------------------------------------- torchvision's ResNets
+class TorchvisionResNet(nn.Module):
+    """A torchvision ResNet trunk without its fc (``body``: stem, then layer1..layer4). ResNeXt-50 32x4d's init
+    (kaiming normal, fan_out, BN gamma 1) is the reference's ``normal(0, sqrt(2 / (k*k*out)))``. Departure: the pool
+    is adaptive, so 32x32 CIFAR input works (the reference's fixed ``AvgPool2d(7)`` crashes there, its issue #29).
+    ``KEY_MAP`` renames torchvision's (and timm's) state-dict names to this trunk's, for pretrained weights."""
 
-    num_features = 2048
+    KEY_MAP = {"conv1.": "body.0.", "bn1.": "body.1.", "layer1.": "body.4.", "layer2.": "body.5.",
+               "layer3.": "body.6.", "layer4.": "body.7."}
 
-    def __init__(self):
+    def __init__(self, name: str):
         super().__init__()
-        net = torchvision.models.resnext50_32x4d(weights=None)
+        net = getattr(torchvision.models, name)(weights=None)
+        self.num_features = net.fc.in_features
         self.body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool,
                                   net.layer1, net.layer2, net.layer3, net.layer4)
 
@@ -132,7 +135,19 @@ class ResNeXt50(nn.Module):
 
 @register_backbone("resnext50_32x4d")
 def resnext50_32x4d() -> nn.Module:
-    return ResNeXt50()
+    return TorchvisionResNet("resnext50_32x4d")
+
+
+@register_backbone("resnet50")
+def resnet50() -> nn.Module:
+    """iNaturalist 2018's reference backbone (Decoupling)."""
+    return TorchvisionResNet("resnet50")
+
+
+@register_backbone("resnet152")
+def resnet152() -> nn.Module:
+    """Places-LT's reference backbone (OLTR, Decoupling: ImageNet-pretrained)."""
+    return TorchvisionResNet("resnet152")
 
 
 # --------------------------------------------------------------------------- heads
@@ -242,6 +257,25 @@ class LTModel(nn.Module):
         self.head = HEADS[head](self.num_features, num_classes, num_heads=num_heads, cn_tau=cn_tau, gamma=gamma,
                                 norm_scale=norm_scale)
         self.register_buffer("direction", torch.zeros(self.num_features))
+        self.backbone_frozen = False
+
+    def freeze_backbone(self) -> None:
+        """Only the head trains: the backbone's parameters take no gradient and its BatchNorm layers stay in
+        eval mode (their running statistics are used, never updated), so the backbone is a fixed function and
+        stays bit-identical through training. The direction is still updated from its features."""
+        self.backbone.requires_grad_(False)
+        self.backbone_frozen = True
+        self.backbone.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()            # frozen means eval-mode BatchNorm, whatever mode the model is put in
+        return self
+
+    def trainable_parameters(self) -> list:
+        """What the optimiser updates: every parameter, or the head's alone when the backbone is frozen."""
+        return [p for p in self.parameters() if p.requires_grad]
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Training forward: (Eq. 7 logits, features). Under bf16 autocast only the backbone's convolutions

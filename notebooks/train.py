@@ -43,9 +43,11 @@
 # %% tags=["parameters"]
 from typing import Optional  # for the annotations below (papermill reads Optional[T], not T | None)
 
-dataset: str = "digits_lt"  # digits_lt (embedded, no download), cifar10_lt, cifar100_lt, imagenet_lt, folder
+dataset: str = "digits_lt"  # digits_lt (embedded, no download), cifar10_lt, cifar100_lt, imagenet_lt, inat2018, places_lt, folder
 imbalance_ratio: Optional[float] = None  # largest / smallest training class, at least 1 (100 on CIFAR, 20 on digits)
-arch: Optional[str] = None  # backbone: resnet32 or resnext50_32x4d
+arch: Optional[str] = None  # backbone: resnet32, resnet50, resnet152 or resnext50_32x4d
+pretrained: Optional[str] = None  # backbone weights (empty: none): torchvision, torchvision:IMAGENET1K_V1, a .pt/.pth file or timm:NAME
+freeze_backbone: Optional[bool] = None  # train the head only on the pretrained fixed features (BatchNorm in eval mode)
 head: Optional[str] = None  # causal_norm (De-confound), linear (softmax baseline) or norm_linear (LDAM's cosine head)
 loss: Optional[str] = None  # ce (default), logit_adjusted (loss_tau 1: Balanced Softmax) or ldam_drw (norm_linear head)
 epochs: Optional[int] = None  # training epochs (200 on CIFAR, 30 on digits)
@@ -62,11 +64,11 @@ resume: bool = False  # continue the run in run_dir from its last complete epoch
 # Every other lt_kit parameter (`python -m lt_kit params` explains each); None: the recipe's value.
 max_per_class: Optional[int] = None  # images in the head class; 0: all of the largest class (folder: the smallest's size)
 subset_seed: Optional[int] = None  # seed of the long-tailed subset and the val split (0 is LDAM/BBN's subset)
-val_per_class: Optional[int] = None  # CIFAR/digits: images per class held out as a balanced val split (0: none)
+val_per_class: Optional[int] = None  # images per class held out from the training data as a balanced val split (0: none)
 val_root: Optional[str] = None  # folder: class-per-subfolder balanced validation images (empty: none)
-train_list: Optional[str] = None  # imagenet_lt: train list file (empty: data_root/ImageNet_LT_train.txt)
-val_list: Optional[str] = None  # imagenet_lt: val list file, used to pick the best epoch
-test_list: Optional[str] = None  # imagenet_lt: test list file
+train_list: Optional[str] = None  # list data sets: train list file (empty: the data set's list in data_root)
+val_list: Optional[str] = None  # list data sets: val list file, used to pick the best epoch (inat2018: none)
+test_list: Optional[str] = None  # list data sets: test list file (inat2018: its val list, the reported set)
 test_root: Optional[str] = None  # folder: class-per-subfolder balanced test images
 image_size: Optional[int] = None  # image-file data sets: crop size in pixels (0: the data set's default)
 num_workers: Optional[int] = None  # DataLoader workers for image-file data sets

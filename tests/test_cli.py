@@ -16,7 +16,7 @@ def run(capsys, *argv):
 
 @pytest.mark.parametrize("sets,match", [
     (["dataset=tinyimagenet"], "'dataset' .*must be one of digits_lt, cifar10_lt"),
-    (["arch=vgg16"], "unknown arch 'vgg16'.*valid: resnet32, resnext50_32x4d"),
+    (["arch=vgg16"], "unknown arch 'vgg16'.*valid: resnet152, resnet32, resnet50, resnext50_32x4d"),
     (["learning_rate=0.1"], "unknown parameter 'learning_rate'.*valid keys: dataset"),
     (["imbalance_ratio=0.5"], "imbalance_ratio must be >= 1"),
     (["alpha=nan"], "alpha must be a finite number"),

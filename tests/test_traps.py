@@ -43,7 +43,8 @@ def test_params_shows_what_a_dataset_resolves_to(capsys):
 def test_preset_names_and_the_source_of_a_bad_value(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)                         # preset names work from any folder
     code, _, err = run(capsys, "train", "--params", "smoke", "--set", "arch=resnet18", "--run-dir", "r")
-    assert code == 2 and err.strip() == "error: unknown arch 'resnet18' (--set); valid: resnet32, resnext50_32x4d"
+    assert code == 2 and err.strip() == ("error: unknown arch 'resnet18' (--set); valid: resnet152, resnet32, resnet50, "
+                                         "resnext50_32x4d")
     (tmp_path / "bad.yaml").write_text("arch: resnet18\n")
     code, _, err = run(capsys, "train", "--params", "bad.yaml", "--set", "lr=0.1", "--run-dir", "r")
     assert code == 2 and "unknown arch 'resnet18' in bad.yaml" in err

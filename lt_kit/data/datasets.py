@@ -1,7 +1,7 @@
 """Long-tailed data sets: the profile, the seeded subset, and the in-memory (tensor) data sets.
 
 Every dataset fact lives in the ``DATASETS`` table below; nothing else in lt_kit branches on a dataset
-name. Image-file data sets (ImageNet-LT, your own folder) are in ``imagefiles.py``.
+name. Image-file data sets (ImageNet-LT, iNaturalist 2018, Places-LT, your own folder) are in ``imagefiles.py``.
 """
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from lt_kit.errors import LtKitError
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# iNaturalist 2018's own statistics (facebookresearch/classifier-balancing, data/dataloader.py)
+INAT_MEAN, INAT_STD = (0.466, 0.471, 0.380), (0.195, 0.194, 0.192)
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,9 @@ class DatasetInfo:
     mean: tuple = CIFAR_MEAN
     std: tuple = CIFAR_STD
     recipe: dict = field(default_factory=dict)
+    lists: dict | None = None         # list-file data sets: split -> default file name in data_root (no "val":
+    #                                   the validation split comes from the training list, ``val_per_class``)
+    color_jitter: bool = True         # image files: the reference's colour jitter in the training transform
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -43,7 +48,30 @@ DATASETS: dict[str, DatasetInfo] = {
     "cifar100_lt": DatasetInfo(100, "tensor", 32, recipe=dict(alpha=1.5)),
     "imagenet_lt": DatasetInfo(1000, "files", 224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                                recipe=dict(arch="resnext50_32x4d", batch_size=512, epochs=90, schedule="cosine",
-                                           mu_schedule="lr_scaled", alpha=3.0, imbalance_ratio=1.0)),
+                                           mu_schedule="lr_scaled", alpha=3.0, imbalance_ratio=1.0),
+                               lists=dict(train="ImageNet_LT_train.txt", val="ImageNet_LT_val.txt",
+                                          test="ImageNet_LT_test.txt")),
+    # iNaturalist 2018 (8,142 classes, 437,513 training images), the Decoupling lists: papers report on its val
+    # list, so that list is lt_kit's test split; a validation split can only come from the training list.
+    # Recipe: facebookresearch/classifier-balancing config/iNaturalist18/feat_unifrom.yaml (ResNet-50, batch 512,
+    # 90 epochs, lr 0.2 cosine to 0, weight decay 1e-4); transforms from its data/dataloader.py (own mean/std, no
+    # colour jitter). TDE's authors publish no iNaturalist setting: lt_kit takes the lr-scaled direction momentum
+    # their code applies to every non-CIFAR data set (classification/run_networks.py) and alpha 3.0, the value
+    # of both of their 90-epoch large-scale configs (ImageNet-LT, Places-LT).
+    "inat2018": DatasetInfo(8142, "files", 224, mean=INAT_MEAN, std=INAT_STD, color_jitter=False,
+                            recipe=dict(arch="resnet50", batch_size=512, epochs=90, lr=0.2, schedule="cosine",
+                                        weight_decay=1e-4, mu_schedule="lr_scaled", alpha=3.0, imbalance_ratio=1.0),
+                            lists=dict(train="iNaturalist18_train.txt", test="iNaturalist18_val.txt")),
+    # Places-LT (365 classes, 62,500 training images, 4,980 down to 5 per class; val 20 and test 100 per class),
+    # zhmiao/OpenLongTailRecognition-OLTR's lists. Recipe: TDE's own KaihuaTang/Long-Tailed-Recognition.pytorch
+    # classification/config/Places_LT/causal_norm.yaml (ResNeXt-50 from scratch, batch 512, 90 epochs, lr 0.2
+    # cosine, weight decay 5e-4, alpha 3.0). OLTR's ImageNet-pretrained ResNet-152 start is a preset
+    # (params/places_lt_resnet152_frozen.yaml).
+    "places_lt": DatasetInfo(365, "files", 224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                             recipe=dict(arch="resnext50_32x4d", batch_size=512, epochs=90, lr=0.2, schedule="cosine",
+                                         mu_schedule="lr_scaled", alpha=3.0, imbalance_ratio=1.0),
+                             lists=dict(train="Places_LT_train.txt", val="Places_LT_val.txt",
+                                        test="Places_LT_test.txt")),
     "folder": DatasetInfo(None, "files", 224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                           recipe=dict(arch="resnet32", imbalance_ratio=1.0)),
 }
@@ -177,16 +205,23 @@ def read_digits(test_per_class: int = 50) -> tuple[TensorSplit, TensorSplit, lis
             [str(i) for i in range(10)])
 
 
-def balanced_val_indices(labels: np.ndarray, num_classes: int, per_class: int, seed: int) -> np.ndarray:
+def balanced_val_indices(labels: np.ndarray, num_classes: int, per_class: int, seed: int, *,
+                         too_few: str = "error") -> np.ndarray:
     """A balanced validation split drawn first from the training pool: per class (label order), shuffle
     that class's indices with ``RandomState(seed)`` and keep the first ``per_class``. lt_kit's departure
     from the reference (which selects on the test set): strengths and epochs are chosen on these images,
-    and the long-tailed subset is drawn from the rest."""
+    and the long-tailed subset is drawn from the rest.
+
+    A class with ``per_class`` images or fewer cannot give them and still train: ``too_few="error"`` (CIFAR,
+    digits) refuses; ``"skip"`` (list data sets, whose tail classes hold 2 to 5 images) takes none from it, so
+    it trains on all its images and has no validation image (NaN, left out of the validation split's means)."""
     rng = np.random.RandomState(seed)
     out = []
     for c in range(num_classes):
         idx = np.flatnonzero(labels == c)
         if len(idx) <= per_class:
+            if too_few == "skip":
+                continue
             raise LtKitError(f"class {c} has {len(idx)} training images, too few to hold out val_per_class="
                              f"{per_class} and still train on it; lower val_per_class")
         rng.shuffle(idx)

@@ -1,8 +1,11 @@
-"""Image-file data sets, read per batch by a DataLoader with workers: ImageNet-LT's list files and your
-own class-per-subfolder folder. Transforms are the reference's ImageNet-LT ones (``classification/data/dataloader.py``).
+"""Image-file data sets, read per batch by a DataLoader with workers: list files (ImageNet-LT, iNaturalist 2018,
+Places-LT: ``relative/path label`` lines) and your own class-per-subfolder folder. Transforms are the reference's
+ImageNet-LT ones (``classification/data/dataloader.py``); iNaturalist's training transform has no colour jitter
+(as the reference's), and pretrained weights bring their own size and normalisation (``Preprocess``).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,22 +13,43 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from lt_kit.data.datasets import long_tail_counts, long_tail_indices
+from lt_kit.data.datasets import balanced_val_indices, long_tail_counts, long_tail_indices
 from lt_kit.errors import LtKitError
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-def train_transform(size: int, mean, std) -> T.Compose:
-    """The reference's ImageNet-LT training augmentation at crop ``size``."""
-    return T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(),
-                      T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0),
-                      T.ToTensor(), T.Normalize(mean, std)])
+@dataclass(frozen=True)
+class Preprocess:
+    """Crop size, test-time resize and normalisation of an image-file data set."""
+    size: int
+    resize: int
+    mean: tuple
+    std: tuple
+    jitter: bool = True
 
 
-def test_transform(size: int, mean, std) -> T.Compose:
-    """Resize to size*256/224 (256 at 224), centre crop ``size``: the reference's test transform."""
-    return T.Compose([T.Resize(int(round(size * 256 / 224))), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
+def preprocess(params: dict, info, preset: dict | None = None) -> Preprocess:
+    """The data set's input, or the pretrained weights' ``preset`` (``pretrained.preset``): its normalisation
+    always, its crop and resize unless ``image_size`` is set (then resize keeps the preset's ratio)."""
+    if preset is None:
+        size = params["image_size"] or info.image_size
+        return Preprocess(size, int(round(size * 256 / 224)), info.mean, info.std, info.color_jitter)
+    size = params["image_size"] or preset["crop"]
+    return Preprocess(size, int(round(size * preset["resize"] / preset["crop"])), tuple(preset["mean"]),
+                      tuple(preset["std"]), info.color_jitter)
+
+
+def train_transform(p: Preprocess) -> T.Compose:
+    """The reference's ImageNet-LT training augmentation at crop ``p.size`` (colour jitter when ``p.jitter``)."""
+    jitter = [T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0)] if p.jitter else []
+    return T.Compose([T.RandomResizedCrop(p.size), T.RandomHorizontalFlip(), *jitter,
+                      T.ToTensor(), T.Normalize(p.mean, p.std)])
+
+
+def test_transform(p: Preprocess) -> T.Compose:
+    """Resize to ``p.resize`` (256 at 224), centre crop ``p.size``: the reference's test transform."""
+    return T.Compose([T.Resize(p.resize), T.CenterCrop(p.size), T.ToTensor(), T.Normalize(p.mean, p.std)])
 
 
 class ImageListDataset(torch.utils.data.Dataset):
@@ -48,26 +72,38 @@ class ImageListDataset(torch.utils.data.Dataset):
         return self.transform(img), label
 
 
-def read_list_file(list_file: str | Path, image_root: str | Path) -> list[tuple[str, int]]:
-    """Parse ImageNet-LT's ``relative/path label`` lines; every listed image must exist."""
+def _few(items: list) -> str:
+    return ", ".join(str(i) for i in items[:3]) + (", ..." if len(items) > 3 else "")
+
+
+def read_list_file(list_file: str | Path, image_root: str | Path, num_classes: int | None = None,
+                   split: str = "") -> list[tuple[str, int]]:
+    """Parse ``relative/path label`` lines; every listed image must exist and, given ``num_classes``, every label
+    be a class id. Each problem is one error at start naming the first few offenders."""
     list_file, root = Path(list_file).expanduser(), Path(image_root).expanduser()
     if not list_file.is_file():
-        raise LtKitError(f"list file {list_file} not found; give train_list/val_list/test_list or put "
-                         f"ImageNet_LT_{{train,val,test}}.txt in data_root")
-    samples, missing = [], []
+        raise LtKitError(f"list file {list_file} not found; give train_list/val_list/test_list or put the data "
+                         f"set's list files in data_root")
+    samples, missing, bad = [], [], []
     for n, line in enumerate(list_file.read_text().splitlines(), 1):
         if not line.strip():
             continue
         parts = line.rsplit(maxsplit=1)
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
             raise LtKitError(f"{list_file}:{n}: expected 'relative/path label', got {line!r}")
-        path = root / parts[0]
+        path, label = root / parts[0], int(parts[1])
         if not path.is_file():
             missing.append(parts[0])
-        samples.append((str(path), int(parts[1])))
+        if num_classes is not None and not 0 <= label < num_classes:
+            bad.append((n, label))
+        samples.append((str(path), label))
     if missing:
-        raise LtKitError(f"{list_file} names {len(missing)} image(s) missing under {root}, e.g. {missing[0]}; "
+        raise LtKitError(f"{list_file} names {len(missing)} image(s) missing under {root}, e.g. {_few(missing)}; "
                          "check data_root (the image root the list paths are relative to)")
+    if bad:
+        raise LtKitError(f"label {bad[0][1]} in the {split} list {list_file} is outside 0..{num_classes - 1} "
+                         f"({len(bad)} line(s): {_few([f'line {n}: {lbl}' for n, lbl in bad])}); is it the list of "
+                         "another data set?")
     if not samples:
         raise LtKitError(f"{list_file} lists no images")
     return samples
@@ -119,30 +155,42 @@ def _not_the_test_set(key: str, path: Path, test_key: str, test: Path) -> None:
                          f"point {key} at other images")
 
 
-def _imagenet_lt(params: dict, root: Path, num_classes: int):
-    """The three ImageNet-LT list files (val optional unless ``select_best`` or ``eval_every`` needs it),
-    none of train and val the test list, labels checked."""
+def _lists(params: dict, info, root: Path):
+    """A list data set's train and test lists, and its validation split: the val list (the data set's own, or
+    ``val_list``), else drawn from the training list with ``val_per_class``, else none. Neither train nor val
+    may be the test list. Returns (train, val, test, val_indices): val_indices index the training list when the
+    split was drawn from it."""
     given = {s: params[f"{s}_list"] for s in ("train", "val", "test")}
-    lists = {s: Path(given[s]).expanduser() if given[s] else root / f"ImageNet_LT_{s}.txt" for s in given}
-    for split in ("train", "val"):
-        if split == "train" or given["val"] or lists["val"].is_file():
-            _not_the_test_set(f"{split}_list", lists[split], "test_list", lists["test"])
-    train, test = read_list_file(lists["train"], root), read_list_file(lists["test"], root)
-    if given["val"] or lists["val"].is_file():          # a val list named explicitly must exist
-        val = read_list_file(lists["val"], root)
-    elif params["select_best"]:
-        raise LtKitError(f"select_best picks the best epoch on the val list, but {lists['val']} is not there; "
-                         "give val_list=PATH or set select_best=false")
-    elif params["eval_every"]:
-        raise LtKitError(f"eval_every scores the val list every {params['eval_every']} epochs, but {lists['val']} "
-                         "is not there; give val_list=PATH or set eval_every=0")
-    else:
-        val = None
-    for split, samples in (("train", train), ("val", val or []), ("test", test)):
-        bad = [lbl for _, lbl in samples if not 0 <= lbl < num_classes]
-        if bad:
-            raise LtKitError(f"label {bad[0]} in the {split} list {lists[split]} is outside 0..{num_classes - 1}")
-    return train, val, test
+    lists = {s: Path(given[s]).expanduser() if given[s] else root / info.lists[s] if s in info.lists else None
+             for s in given}
+    k = params["val_per_class"]
+    if k and given["val"]:
+        raise LtKitError(f"val_list and val_per_class={k} both name a validation split; give one of them")
+    from_list = not k and lists["val"] is not None and (bool(given["val"]) or lists["val"].is_file())
+    _not_the_test_set("train_list", lists["train"], "test_list", lists["test"])
+    if from_list:
+        _not_the_test_set("val_list", lists["val"], "test_list", lists["test"])
+
+    def read(split: str) -> list[tuple[str, int]]:
+        return read_list_file(lists[split], root, info.num_classes, split)
+    train, test = read("train"), read("test")
+    if from_list:
+        return train, read("val"), test, None
+    if k:
+        labels = np.array([s[1] for s in train])
+        val_idx = balanced_val_indices(labels, info.num_classes, k, params["subset_seed"], too_few="skip")
+        if not len(val_idx):
+            raise LtKitError(f"val_per_class={k} leaves no validation image: every class of {lists['train']} has {k} "
+                             "training images or fewer; lower val_per_class")
+        return train, [train[i] for i in val_idx], test, val_idx
+    where = f"{lists['val']} is not there" if lists["val"] is not None else f"{params['dataset']} has no val list"
+    if params["select_best"]:
+        raise LtKitError(f"select_best picks the best epoch on the val list, but {where}; give val_list=PATH or "
+                         "val_per_class=N, or set select_best=false")
+    if params["eval_every"]:
+        raise LtKitError(f"eval_every scores the val list every {params['eval_every']} epochs, but {where}; give "
+                         "val_list=PATH or val_per_class=N, or set eval_every=0")
+    return train, None, test, None
 
 
 def _folder(params: dict, root: Path):
@@ -167,28 +215,34 @@ def _folder(params: dict, root: Path):
     return names, train, val, test
 
 
-def load_file_dataset(params: dict, info) -> dict:
-    """Build the train/val/test ``ImageListDataset``s for ``imagenet_lt`` or ``folder``.
+def load_file_dataset(params: dict, info, preset: dict | None = None) -> dict:
+    """Build the train/val/test ``ImageListDataset``s for a list data set (``info.lists``) or ``folder``.
 
-    ImageNet-LT keeps its 1000 classes whatever the lists hold (class ids are ImageNet's; a class with no
-    test image has NaN accuracy and is left out of the split means). ``folder`` counts its classes from
-    the train tree. Every check (files, classes, labels) runs here, before any training step.
+    A list data set keeps its class count whatever the lists hold (class ids are the data set's; a class with no
+    test image has NaN accuracy and is left out of the split means). ``folder`` counts its classes from the train
+    tree. ``preset``: the pretrained weights' input (``pretrained.preset``). Every check (files, classes, labels)
+    runs here, before any training step.
     """
-    size = params["image_size"] or info.image_size
-    tr, te = train_transform(size, info.mean, info.std), test_transform(size, info.mean, info.std)
+    pre = preprocess(params, info, preset)
+    tr, te = train_transform(pre), test_transform(pre)
     root = Path(params["data_root"]).expanduser()
-    if params["dataset"] == "imagenet_lt":
+    val_idx = None
+    if info.lists:
         num_classes = info.num_classes
-        train, val, test = _imagenet_lt(params, root, num_classes)
+        train, val, test, val_idx = _lists(params, info, root)
         names = [str(i) for i in range(num_classes)]
     else:
         names, train, val, test = _folder(params, root)
         num_classes = len(names)
+    idx = np.arange(len(train))
+    if val_idx is not None:                # the training split is what the validation split leaves
+        idx = np.setdiff1d(idx, val_idx)
+        train = [train[i] for i in idx]
     labels = np.array([s[1] for s in train])
     counts = np.bincount(labels, minlength=num_classes).tolist()
-    idx = np.arange(len(train))
-    if params["imbalance_ratio"] > 1 and params["dataset"] == "imagenet_lt":
-        raise LtKitError("imagenet_lt is long-tailed already: leave imbalance_ratio at 1 (its lists fix the subset)")
+    if params["imbalance_ratio"] > 1 and info.lists:
+        raise LtKitError(f"{params['dataset']} is long-tailed already: leave imbalance_ratio at 1 (its lists fix the "
+                         "subset)")
     if params["imbalance_ratio"] > 1:      # make a balanced folder long-tailed with the reference profile
         head = params["max_per_class"] or min(c for c in counts if c)
         counts = long_tail_counts(num_classes, head, params["imbalance_ratio"])
@@ -201,4 +255,4 @@ def load_file_dataset(params: dict, info) -> dict:
         train = [train[i] for i in idx]
     return dict(train=ImageListDataset(train, tr), test=ImageListDataset(test, te),
                 val=ImageListDataset(val, te) if val else None, train_counts=counts, class_names=names,
-                subset_indices=idx)
+                subset_indices=idx, val_indices=val_idx)

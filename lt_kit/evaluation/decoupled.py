@@ -87,5 +87,6 @@ def decoupled_summary(method: str, train_cache: FeatureCache, cache: FeatureCach
         out["val"] = {"strength": r.best_epoch, "val_overall": r.val_curve[r.best_epoch - 1],
                       "how": "the epoch with the best overall accuracy on the validation split (first of ties)",
                       "val_curve": r.val_curve, "metrics": test_metrics("best")}
-        out["prior_check"] = _prior_check(fit, val_cache)
+        if min(val_cache.train_counts) > 0:     # a class with no training image has no log prior (-inf)
+            out["prior_check"] = _prior_check(fit, val_cache)
     return out

@@ -22,7 +22,7 @@ RESUME_FREE = ("device", "num_workers", "eval_every", "fast_step", "download", "
                "crt_epochs", "crt_lr", "crt_batch_size", "lws_epochs", "lws_lr", "lws_batch_size")
 RUN_FILES = {"params.yaml", "version.json", "checkpoint.pt", "best.pt", "history.json", "subset_indices.npy",
              "val_indices.npy", "subset.json", "features.pt", "val_features.pt", "train_features.pt", "evaluated.pt",
-             "metrics.json", "evaluations.jsonl", "log.txt", "figures"}
+             "metrics.json", "evaluations.jsonl", "log.txt", "figures", "pretrained.json"}
 
 
 def foreign_files(path: Path) -> list[str]:

@@ -1,7 +1,8 @@
 """Run directories: provenance (resolved params, code version), atomic checkpoints, metrics and logs.
 
 A run dir holds ``params.yaml``, ``version.json``, ``checkpoint.pt`` (written atomically every epoch),
-``history.json``, ``subset_indices.npy`` and its checksum ``subset.json``, ``features.pt`` (the test-feature
+``history.json``, ``subset_indices.npy`` and its checksum ``subset.json``, ``pretrained.json`` (with
+``pretrained``: the weights' source, sha256 and key mapping), ``features.pt`` (the test-feature
 cache), ``metrics.json``, ``evaluations.jsonl`` (one line per ``test``) and ``log.txt``.
 """
 from __future__ import annotations
@@ -151,6 +152,7 @@ class RunDir:
         atomic_write_bytes(self / name, lambda f: torch.save({"format": CHECKPOINT_FORMAT, **state}, f))
 
 
+PRETRAINED = "pretrained.json"      # the pretrained weights' source, sha256 and key mapping (pretrained.py)
 EVALUATED = "evaluated.pt"          # the weights and direction that metrics.json and the feature caches come from
 SUBSET_JSON = "subset.json"
 SUBSET_FILES = ("subset_indices.npy", "val_indices.npy")   # the indices a run drew; val only with a val split

@@ -10,6 +10,7 @@ from lt_kit.data.loaders import TensorLoader
 from lt_kit.errors import LtKitError, worker_error
 from lt_kit.maths.seeds import stream_seed
 from lt_kit.models import LTModel
+from lt_kit.pretrained import preset
 
 
 def resolve_device(name: str) -> torch.device:
@@ -100,11 +101,13 @@ def build_data(params: dict, device: torch.device, rank: int = 0, world_size: in
     bs, seed, cl = params["batch_size"], params["seed"], params["channels_last"]
     from lt_kit.training.distributed import DistInfo, local_batch_size
     local_batch_size(bs, DistInfo(rank, world_size))        # LtKitError unless the global batch splits evenly
+    pre = preset(params)                # pretrained weights bring their input size and normalisation
     if info.kind == "tensor":
         d = load_tensor_dataset(params["dataset"], params["data_root"], imbalance_ratio=params["imbalance_ratio"],
                                 max_per_class=params["max_per_class"], subset_seed=params["subset_seed"],
                                 download=params["download"], val_per_class=params["val_per_class"])
-        kw = dict(batch_size=bs, mean=info.mean, std=info.std, pad=info.pad, seed=seed, channels_last=cl)
+        mean, std = (pre["mean"], pre["std"]) if pre else (info.mean, info.std)     # tensor images keep their size
+        kw = dict(batch_size=bs, mean=mean, std=std, pad=info.pad, seed=seed, channels_last=cl)
         from lt_kit.data.augment import make_policy
         train = TensorLoader(d["train"].images.to(device), d["train"].labels.to(device), train=True,
                              rank=rank, world_size=world_size, policy=make_policy(params), cutout=params["cutout"],
@@ -114,12 +117,12 @@ def build_data(params: dict, device: torch.device, rank: int = 0, world_size: in
             if d["val"] is not None else None
         return Data(train, test, val, d["train_counts"], d["class_names"], d["subset_indices"], d["val_indices"])
     from lt_kit.data.imagefiles import load_file_dataset
-    d = load_file_dataset(params, info)
+    d = load_file_dataset(params, info, pre)
     kw = dict(batch_size=bs, num_workers=params["num_workers"], device=device, seed=seed, channels_last=cl)
     train = _FileLoader(d["train"], train=True, rank=rank, world_size=world_size, **kw)
     test = _FileLoader(d["test"], train=False, **kw)
     val = _FileLoader(d["val"], train=False, **kw) if d["val"] is not None else None
-    return Data(train, test, val, d["train_counts"], d["class_names"], d["subset_indices"])
+    return Data(train, test, val, d["train_counts"], d["class_names"], d["subset_indices"], d["val_indices"])
 
 
 class _Pass:
@@ -156,19 +159,22 @@ def train_pass_loaders(params: dict, device: torch.device, data: Data) -> list:
         plain = TensorLoader(tr.images, tr.labels, batch_size=tr.batch_size, mean=tr.mean, std=tr.std, train=False,
                              pad=tr.pad, channels_last=tr.channels_last)
         return [plain] if k == 1 else [_Pass(plain, s) for s in seeds]
-    from lt_kit.data.imagefiles import ImageListDataset, test_transform, train_transform
-    info = dataset_info(params["dataset"])
-    size = params["image_size"] or info.image_size
+    from lt_kit.data.imagefiles import ImageListDataset, preprocess, test_transform, train_transform
+    pre = preprocess(params, dataset_info(params["dataset"]), preset(params))
     samples = tr.loader.dataset.samples
     kw = dict(batch_size=params["batch_size"], train=False, num_workers=params["num_workers"], device=device,
               channels_last=params["channels_last"])
     if k == 1:
-        return [_FileLoader(ImageListDataset(samples, test_transform(size, info.mean, info.std)), seed=seeds[0], **kw)]
-    return [_SeededPass(_FileLoader(ImageListDataset(samples, train_transform(size, info.mean, info.std)), seed=s,
-                                    **kw), s) for s in seeds]
+        return [_FileLoader(ImageListDataset(samples, test_transform(pre)), seed=seeds[0], **kw)]
+    return [_SeededPass(_FileLoader(ImageListDataset(samples, train_transform(pre)), seed=s, **kw), s) for s in seeds]
 
 
 def build_model(params: dict, num_classes: int) -> LTModel:
-    """The backbone + head named by ``params`` (on the CPU; move it with ``.to(device)``)."""
-    return LTModel(params["arch"], num_classes, head=params["head"], num_heads=params["num_heads"],
-                   cn_tau=params["tau"], gamma=params["gamma"], norm_scale=params["norm_scale"])
+    """The backbone + head named by ``params`` (on the CPU; move it with ``.to(device)``), its backbone frozen
+    with ``freeze_backbone``. Pretrained weights are loaded by ``fit`` when a run starts (``load_pretrained``):
+    a resumed or scored run takes its weights from its own checkpoint."""
+    model = LTModel(params["arch"], num_classes, head=params["head"], num_heads=params["num_heads"],
+                    cn_tau=params["tau"], gamma=params["gamma"], norm_scale=params["norm_scale"])
+    if params.get("freeze_backbone"):
+        model.freeze_backbone()
+    return model

@@ -31,8 +31,10 @@ from lt_kit.precision import autocast, resolve_bf16
 
 
 def make_optimizer(model, params: dict, device: torch.device) -> torch.optim.SGD:
-    """The fast path's SGD: fused (one kernel for all parameters) with a device-tensor learning rate."""
-    return torch.optim.SGD(model.parameters(), lr=torch.tensor(float(params["lr"]), device=device),
+    """The fast path's SGD: fused (one kernel for all parameters) with a device-tensor learning rate; a frozen
+    backbone's parameters are left out (``freeze_backbone``)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.SGD(trainable, lr=torch.tensor(float(params["lr"]), device=device),
                            momentum=params["momentum"], weight_decay=params["weight_decay"], fused=True)
 
 

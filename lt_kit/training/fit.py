@@ -22,9 +22,10 @@ from lt_kit.evaluation.summary import AlphaEvaluator, format_table, summary
 from lt_kit.maths.schedule import lr_at, mu_at
 from lt_kit.methods import applies, criterion_phase, make_criterion
 from lt_kit.precision import resolve_bf16
+from lt_kit.pretrained import describe, load_pretrained
 from lt_kit.runs.guard import env_rank
 from lt_kit.runs.lock import RunLock
-from lt_kit.runs.rundir import EVALUATED, RunDir, load_checkpoint, write_json
+from lt_kit.runs.rundir import EVALUATED, PRETRAINED, RunDir, load_checkpoint, write_json
 from lt_kit.training.build import build_data, build_model, resolve_device, train_pass_loaders
 from lt_kit.training.fast_step import FastStep, make_optimizer
 from lt_kit.training.loop import train_one_epoch
@@ -124,8 +125,12 @@ def _setup(params: dict, run_dir, *, resume: bool, overwrite: bool) -> Job:
         torch.backends.cudnn.benchmark = params["cudnn_benchmark"]
     data = build_data(params, device, dist.rank, dist.world_size)
     model = build_model(params, len(data.train_counts))
+    weights = None if resume else load_pretrained(model, params)     # resumed: the checkpoint holds them
     if dist.is_main:
         run.prepare(params, resume=resume, overwrite=overwrite)
+        if weights is not None:         # provenance: the weights' source, checksum and key mapping
+            write_json(run / PRETRAINED, weights)
+            run.log(describe(weights))
     D.barrier(dist)
     if params["sync_bn"]:               # torch's SyncBatchNorm is CUDA-only; D's version also runs over gloo
         model = D.convert_sync_bn(model, dist, device)
@@ -133,7 +138,7 @@ def _setup(params: dict, run_dir, *, resume: bool, overwrite: bool) -> Job:
     if params["fast_step"]:
         optimizer = make_optimizer(model, params, device)
     else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=params["lr"], momentum=params["momentum"],
+        optimizer = torch.optim.SGD(model.trainable_parameters(), lr=params["lr"], momentum=params["momentum"],
                                     weight_decay=params["weight_decay"])
     job = Job(params, run, device, dist, data, model, optimizer)
     if resume:

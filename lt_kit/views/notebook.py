@@ -165,6 +165,9 @@ def check_train_parameters(namespace: dict) -> TrainJob:
     for k in PATH_PARAMS:             # a resumed run's own paths stay as written, or resume sees a change
         if k in params and not (extra["resume"] and namespace[k] is None):
             params[k] = resolve_path(params[k])
+    if params["pretrained"].lower().endswith((".pt", ".pth")) and \
+            not (extra["resume"] and namespace["pretrained"] is None):       # a weights file is a path as well
+        params["pretrained"] = resolve_path(params["pretrained"])
     run.check(params, resume=extra["resume"], overwrite=extra["overwrite"],
               advice="set overwrite=True to replace it (it is moved aside), resume=True to continue it, "
                      "or choose another run_dir")
