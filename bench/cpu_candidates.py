@@ -119,7 +119,7 @@ def main(argv=None) -> dict:
     tr = data.train
     loader = TensorLoader(tr.images, tr.labels, batch_size=256, mean=tr.mean, std=tr.std, train=True, pad=tr.pad,
                           seed=0, channels_last=True)
-    variants = args.variants.split(",")
+    variants = [v for v in args.variants.split(",") if v]
     runs = {v: build(v, params, loader, data.train_counts) for v in variants}
     compile_s = {}
     if args.compile:
