@@ -10,7 +10,8 @@ Variants, each a ResNet-32 + causal-norm step at batch 256 on the reference's CI
   one_thread      the bound on 1 intra-op thread (the images/s of one core; the others use --threads)
   eager           ``train_one_epoch`` over the tensor loader: fit's own path (crops, flips, direction update)
   fast            ``FastStep``: the whole step as one function on static buffers, fused SGD
-and, with ``--compile``, the bound under ``torch.compile`` (mode default, then max-autotune-no-cudagraphs),
+``bound_fp32`` and ``eager_fp32``: the same in float32 (channels_last), for bf16's own speed-up; and, with
+``--compile``, the bound under ``torch.compile`` (mode default, then max-autotune-no-cudagraphs),
 timed after its compilation (reported separately).
 
     python bench/cpu_candidates.py --data-root $CIFAR --rounds 3 --steps 4 --out bench/results/cpu_candidates
@@ -37,7 +38,7 @@ from lt_kit.precision import autocast  # noqa: E402
 from lt_kit.training.fast_step import FastStep, make_optimizer  # noqa: E402
 from lt_kit.training.loop import train_one_epoch  # noqa: E402
 
-VARIANTS = ("bound", "sgd_foreach", "sgd_fused", "bn_fp32", "one_thread", "eager", "fast")
+VARIANTS = ("bound", "sgd_foreach", "sgd_fused", "bn_fp32", "one_thread", "eager", "fast", "bound_fp32", "eager_fp32")
 
 
 class _Float32Norm(torch.nn.Module):
@@ -61,7 +62,9 @@ def _bn_fp32(module: torch.nn.Module) -> None:
 
 
 def build(variant: str, params: dict, loader: TensorLoader, counts, compile_mode: str | None = None):
-    """A fresh model (seed 0) and a function that runs ``n`` steps of ``variant``."""
+    """A fresh model (seed 0) and a function that runs ``n`` steps of ``variant`` (``_fp32``: in float32)."""
+    bf16 = variant not in ("bound_fp32", "eager_fp32")
+    variant = variant.removesuffix("_fp32") if not bf16 else variant
     torch.manual_seed(0)
     model = LTModel("resnet32", 10).to(memory_format=torch.channels_last)
     if variant == "bn_fp32":
@@ -79,12 +82,12 @@ def build(variant: str, params: dict, loader: TensorLoader, counts, compile_mode
             return small[n]
         if variant == "eager":
             opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-            return lambda n: train_one_epoch(model, part(n), opt, mu=0.9, epoch=1, bf16=True, criterion=crit)["loss"]
+            return lambda n: train_one_epoch(model, part(n), opt, mu=0.9, epoch=1, bf16=bf16, criterion=crit)["loss"]
         runners = {}
 
         def fast(n):
             if n not in runners:
-                runners[n] = FastStep(model, part(n), make_optimizer(model, params, dev), bf16=True)
+                runners[n] = FastStep(model, part(n), make_optimizer(model, params, dev), bf16=bf16)
             return runners[n].run_epoch(1, 0.1, 0.9, crit, phase=("ce",))["loss"]
         return fast
     kw = {"sgd_foreach": {"foreach": True}, "sgd_fused": {"fused": True}}.get(variant, {"foreach": False})
@@ -94,7 +97,7 @@ def build(variant: str, params: dict, loader: TensorLoader, counts, compile_mode
 
     def run(n):
         for _ in range(n):
-            with autocast(dev, True):
+            with autocast(dev, bf16):
                 logits, _ = fwd(x)
             loss = crit(logits, y)
             opt.zero_grad(set_to_none=True)
