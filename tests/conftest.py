@@ -54,6 +54,15 @@ def write_cifar(root: Path, *, num_classes: int = 10, per_class_train: int = 30,
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models on a shared 2-core machine: one thread is faster than two fighting the other jobs."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def cifar_root(tmp_path) -> Path:
     write_cifar(tmp_path)
     return tmp_path

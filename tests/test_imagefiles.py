@@ -59,13 +59,7 @@ def folder_tree(root: Path, counts: dict[str, int]) -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one thread is faster than two fighting the other jobs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")    # conftest.py: tiny models, one thread
 
 
 def _train(args: list[str], run: Path, capsys) -> dict:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from test_imagefiles import TINY, _cli_error, _jpeg, _train
 
 from lt_kit.config import load_params_file, resolve
@@ -20,12 +19,7 @@ from lt_kit.maths.metrics import shot_groups
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")    # conftest.py: tiny models, one thread
 
 
 def _write(root: Path, name: str, rows: list[tuple[str, int]], rng) -> None:

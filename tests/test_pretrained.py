@@ -27,12 +27,7 @@ from lt_kit.training.fit import fit
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")    # conftest.py: tiny models, one thread
 
 
 def _saved_resnet50(tmp_path) -> Path:
