@@ -153,6 +153,9 @@ class Campaign:
         for f in RECORDED_FILES:
             if (run / f).is_file():
                 shutil.copy2(run / f, dest / f)
+        p = yaml.safe_load((dest / "params.yaml").read_text())     # where this machine keeps CIFAR is no part
+        p["data_root"] = "DIR"                                      # of the result
+        (dest / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
         meta = {"row": row["name"], "epochs": params["epochs"], "dataset": params["dataset"],
                 "ratio": params["imbalance_ratio"], "head": params["head"], "loss": params["loss"],
                 "seed": params["seed"], "val_per_class": params["val_per_class"], "bf16": params["bf16"],
