@@ -12,7 +12,8 @@ the epoch in flight (checkpoints and results are written atomically). A missing 
 
 A finished row is *recorded* under ``bench/results/<name>/``: ``rows/<row>.json`` (the method rows, seed,
 device, machine, wall seconds) and ``runs/<row>/`` (the run's params, metrics, history, subset and the
-evaluated weights, about 2 MB, from which every feature cache and post-hoc method can be rebuilt). A recorded row
+evaluated weights, about 2 MB, from which every feature cache and post-hoc method can be rebuilt; git ignores
+them: weights stay out of the repository, on the machine that ran the row). A recorded row
 is never run again. After each one the grouped table is rebuilt through ``lt_kit compare`` on the recorded runs:
 ``<name>.json`` and ``<name>.md``.
 
