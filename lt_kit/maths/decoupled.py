@@ -32,22 +32,25 @@ def class_aware_indices(labels: Tensor, n: int, samples_per_visit: int, generato
     order (re-shuffled after each full round), take ``samples_per_visit`` consecutive items of the visited class's
     own random cycle (re-shuffled each time it wraps). Every round of visits draws each class equally often."""
     labels = labels.cpu()
-    classes = torch.unique(labels)
-    members = [torch.nonzero(labels == c).flatten() for c in classes]
+    classes, counts = torch.unique(labels, return_counts=True)
+    members = torch.argsort(labels, stable=True).split(counts.tolist())   # each class's indices, ascending
+    orders = [m.tolist() for m in members]
     pos = [len(m) for m in members]                 # at the end: shuffle on first use
-    orders = list(members)
-    class_order, ci = torch.empty(0, dtype=torch.long), 0
-    out = []
+    class_order, ci = [], 0
+    out: list[int] = []
     while len(out) < n:
         if ci == len(class_order):
-            class_order, ci = torch.randperm(len(classes), generator=generator), 0
-        k = int(class_order[ci])
+            class_order, ci = torch.randperm(len(classes), generator=generator).tolist(), 0
+        k = class_order[ci]
         ci += 1
-        for _ in range(samples_per_visit):
+        need = samples_per_visit
+        while need:                                 # one visit: a slice of the class's cycle, wrapping once
             if pos[k] == len(orders[k]):
-                orders[k], pos[k] = members[k][torch.randperm(len(members[k]), generator=generator)], 0
-            out.append(int(orders[k][pos[k]]))
-            pos[k] += 1
+                orders[k], pos[k] = members[k][torch.randperm(len(members[k]), generator=generator)].tolist(), 0
+            take = orders[k][pos[k]:pos[k] + need]
+            out.extend(take)
+            pos[k] += len(take)
+            need -= len(take)
     return torch.tensor(out[:n], dtype=torch.long)
 
 

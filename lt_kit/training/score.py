@@ -118,12 +118,18 @@ def _load_or_rebuild(run: RunDir, params: dict, checkpoint, device, *, train: bo
     cache files; missing ones are rebuilt from ``evaluated.pt`` (or ``checkpoint``: then nothing is kept).
     ``fresh_train``: rebuild the training cache (another ``train_feature_passes``) and do not keep it."""
     files = {"test": run / "features.pt", "val": run / "val_features.pt", "train": run / "train_features.pt"}
-    if checkpoint is None and not train and files["test"].is_file():
-        return FeatureCache.load(files["test"])
-    has_val = params.get("val_per_class") or params.get("val_root") or params.get("val_list")
-    if checkpoint is None and train and not fresh_train and files["test"].is_file() and files["train"].is_file() \
-            and (files["val"].is_file() or not has_val):
-        return {k: FeatureCache.load(p) if p.is_file() else None for k, p in files.items()}
+    has_val = bool(params.get("val_per_class") or params.get("val_root") or params.get("val_list"))
+    splits = ("test", "val", "train") if train else ("test",)
+
+    def kept(split):                    # read from and written to the run's file (else built and dropped)
+        return checkpoint is None and not (split == "train" and fresh_train)
+
+    def present(split):
+        return kept(split) and (files[split].is_file() or (split == "val" and not has_val))
+
+    if all(present(s) for s in splits):
+        out = {s: FeatureCache.load(files[s]) if files[s].is_file() else None for s in splits}
+        return out if train else out["test"]
     source = checkpoint or run / EVALUATED
     if checkpoint is None and not source.is_file():
         if not (run / "checkpoint.pt").is_file():
@@ -146,13 +152,12 @@ def _load_or_rebuild(run: RunDir, params: dict, checkpoint, device, *, train: bo
         loader = data.test if split == "test" else data.val
         return None if loader is None else cache_features(model, loader, params, data.train_counts, data.class_names)
     out = {}
-    for split in ("test", "val", "train") if train else ("test",):
-        keep = checkpoint is None and not (split == "train" and fresh_train)
-        if keep and files[split].is_file():
+    for split in splits:
+        if kept(split) and files[split].is_file():
             out[split] = FeatureCache.load(files[split])
             continue
         out[split] = make(split)
-        if keep and out[split] is not None:
+        if kept(split) and out[split] is not None:
             out[split].save(files[split])
     if not train and checkpoint is None and data.val is not None and not files["val"].is_file():
         make("val").save(files["val"])
