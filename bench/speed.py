@@ -39,7 +39,16 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CpuLoad, contention_note, machine_info, machine_lines, median, threads_and_device, write_results  # noqa: E402
+from common import (  # noqa: E402
+    ROOT,
+    CpuLoad,
+    contention_note,
+    machine_info,
+    machine_lines,
+    median,
+    threads_and_device,
+    write_results,
+)
 
 from lt_kit.config import DEFAULTS, resolve  # noqa: E402
 from lt_kit.data.datasets import dataset_info, long_tail_counts  # noqa: E402
@@ -280,6 +289,9 @@ def markdown(res: dict, info: dict, contention: str, command: str) -> str:
             lines += ["", f"200 epochs, **projected** from {proj['from_measured_epochs']} measured epochs (training "
                           "only): " + ", ".join(f"{k} {v / 60:.0f} min" for k, v in proj.items()
                                                  if k not in ("from_measured_epochs", "note"))]
+    if res.get("seconds_200_epochs_source", "").startswith("measured: the campaign"):
+        lines += ["", "## 200 epochs, measured (the campaign's recorded rows)", ""] + \
+                 [f"- {k}: {v:.0f} s ({v / 60:.0f} min)" for k, v in res["seconds_200_epochs"].items()]
     for n in res.get("notes", []):
         lines += ["", n]
     return "\n".join(lines)
@@ -299,6 +311,19 @@ def prepare_data(data_root, device: str, batch_size: int):
                       "batch_size": batch_size, "device": device, "channels_last": False})   # (a) contiguous
     from lt_kit.training.build import resolve_device
     return params, build_data(params, resolve_device(device)), root, data_desc, tmp
+
+
+def campaign_measured(device_type: str, rows_dir: Path = ROOT / "bench" / "results" / "campaign_e200" / "rows") -> dict:
+    """Measured 200-epoch training times on this kind of device: the campaign's recorded rows (bench/campaign.py),
+    each the sum of its 200 epochs' seconds over every resumption (pauses between resumptions not counted, other
+    load on the machine included). {label: seconds}, label naming the row, precision and threads."""
+    out = {}
+    for f in sorted(rows_dir.glob("*.json")) if rows_dir.is_dir() else ():
+        m = json.loads(f.read_text())["meta"]
+        if m.get("epochs") == 200 and str(m.get("device", "")).split(":")[0] == device_type:
+            prec = "bf16" if m.get("bf16") in (True, "true") else "float32"
+            out[f"campaign {m['row']} ({prec}, {m.get('threads') or '?'} threads, {m['machine']})"] = m["wall_seconds"]
+    return out
 
 
 def main(argv=None) -> dict:
@@ -447,6 +472,12 @@ def main(argv=None) -> dict:
                 "from_measured_epochs": args.full_epochs,
                 "note": "projected, not measured: training only, no evaluation",
                 **{k: round(v["seconds"] * 200 / args.full_epochs, 1) for k, v in solo_res.items() if "seconds" in v}}
+    if "seconds_200_epochs" not in out:     # no solo 200-epoch run here: the campaign's measured rows, if any
+        measured = campaign_measured(torch.device(device).type)
+        if measured:
+            out["seconds_200_epochs"] = measured
+            out["seconds_200_epochs_source"] = ("measured: the campaign's recorded 200-epoch rows on this kind of "
+                                                "device (training epochs summed over resumptions; bench/campaign.py)")
     if "compile" in options:
         out["compile_first_step_s"] = round(groups["compile"].first_step_s, 1)
     info_m = machine_info(device)
