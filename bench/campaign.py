@@ -4,6 +4,7 @@
     python bench/campaign.py run --data-root $CIFAR --jobs 2   # two rows at once (each its own process)
     python bench/campaign.py status                            # done / partial (epoch N of 200, ETA) / pending
     python bench/campaign.py table                             # rebuild the results from the recorded rows
+    python bench/campaign.py headline --readme                 # the README's table, mean ± sd over seeds
 
 Each row is a normal lt_kit run dir under ``--runs`` (default ``~/.cache/lt_kit/<manifest name>``, outside the
 work tree so that a fresh clone on the same machine resumes it), trained by ``lt_kit.training.fit.fit`` with
@@ -44,6 +45,7 @@ from accuracy import machine, markdown, run_rows  # noqa: E402
 from lt_kit import compare_runs, fit  # noqa: E402
 from lt_kit.config import load_params_file, resolve  # noqa: E402
 from lt_kit.errors import LtKitError  # noqa: E402
+from lt_kit.evaluation.summary import row_name  # noqa: E402
 from lt_kit.runs.rundir import write_json  # noqa: E402
 from lt_kit.training.build import resolve_device  # noqa: E402
 from lt_kit.training.score import run_summary  # noqa: E402
@@ -75,6 +77,24 @@ def load_manifest(path: Path) -> dict:
 def row_params(row: dict, data_root: str, device: str) -> dict:
     preset = load_params_file(ROOT / "params" / f"{row['params']}.yaml") if row["params"] else {}
     return resolve({**preset, **row["set"], "data_root": data_root, "device": device}, f" (campaign row {row['name']})")
+
+
+HEADLINE_MARKERS = ("<!-- campaign-headline:start (bench/campaign.py headline --readme) -->",
+                    "<!-- campaign-headline:end -->")
+
+
+def write_between(path: Path, markers: tuple[str, str], text: str) -> Path:
+    """Replace what lies between the two marker lines of ``path`` with ``text`` (an error if either is absent)."""
+    doc = path.read_text()
+    start, end = doc.find(markers[0]), doc.find(markers[1])
+    if start < 0 or end < start:
+        raise LtKitError(f"{path} lacks the lines {markers[0]!r} ... {markers[1]!r} that mark where the table goes")
+    path.write_text(doc[:start + len(markers[0])] + "\n\n" + text + "\n" + doc[end:])
+    return path
+
+
+def _seeds_str(seeds: list[int]) -> str:
+    return ", ".join(map(str, sorted(seeds)))
 
 
 class Campaign:
@@ -195,7 +215,59 @@ class Campaign:
                                          f"({m['device']}, bf16={m['bf16']}), finished {m['finished']}"
                                          for m in metas) + "\n"
         write_json(self.results / f"{self.m['name']}.json", {"meta": meta, "rows": rows})
+        head = self.headline()
+        if head:
+            (self.results / "headline.md").write_text("# The headline table (rows at ratio 100 with a validation "
+                                                      "split)\n\n" + head)
         (self.results / f"{self.m['name']}.md").write_text(md)
+
+    def headline(self) -> str | None:
+        """The README's table: every method of the recorded ratio-100 rows with a validation split, at its paper
+        rule and at its validation-chosen strength, as mean ± sample sd over seeds (``lt_kit compare``'s
+        groups), with the published 200-epoch figure beside it. None before any such row is recorded."""
+        recs = [json.loads(self.recorded(r).read_text()) for r in self.m["rows"] if self.recorded(r).is_file()]
+        ratio = self.m.get("defaults", {}).get("set", {}).get("imbalance_ratio")      # the manifest's own
+        recs = [r for r in recs if r["meta"]["val_per_class"] and ratio in (None, r["meta"]["ratio"])]
+        if not recs:
+            return None
+        info = {}                                  # (head, loss, method, how) -> (strengths by seed, published)
+        for rec in recs:
+            for x in rec["rows"]:
+                k = (x["head"], x["loss"], x["method"], x["how"])
+                info.setdefault(k, ([], x["paper"]))[0].append(x["strength"])
+        comp = compare_runs([str(self.results / "runs" / r["meta"]["row"]) for r in recs])
+        pct = lambda n, m, sd: "–" if not n else f"{100 * m:.1f}" + (f" ± {100 * sd:.1f}" if sd == sd else "")  # noqa: E731
+        out = ["| method | chosen by | strength (per seed) | seeds | many | medium | overall | head | tail | "
+               "published (200 epochs) |", "|---|---|---|---|---:|---:|---:|---:|---:|---|"]
+        for g in comp.groups:
+            head, loss = g.params["head"], g.params.get("loss", "ce")
+            for e in g.evaluations():
+                method, _, how = e.partition("/")
+                method = None if method == "softmax" else method
+                how = how or ("rule" if method else "")            # "tde" is the run's own alpha: the rule
+                strengths, paper = info.get((head, loss, method, how), ([], None))
+                st = g.stats(e)
+                name = row_name(head, method, strengths[0] if how == "rule" and strengths else 0, loss=loss)
+                if how == "val" or method is None:
+                    name = name.split(" (")[0]
+                shown = "–" if method is None else ", ".join(f"{v:g}" for v in strengths)
+                out.append(f"| {name} | {dict(rule='paper rule', val='val split').get(how, '–')} | {shown} | "
+                           f"{_seeds_str(g.seeds)} | " + " | ".join(pct(*st[k]) for k in
+                                                                   ("many", "medium", "overall", "head", "tail"))
+                           + f" | {paper or '–'} |")
+        ms = [r["meta"] for r in recs]
+        machines = "; ".join(sorted({f"{m['machine']} ({m['device']})" for m in ms}))
+        precision = " and ".join(sorted({"bf16" if m["bf16"] in (True, "true") else "float32" for m in ms}))
+        epochs = "/".join(sorted({str(m["epochs"]) for m in ms}))
+        out += ["", f"{ms[0]['dataset']} ratio {ms[0]['ratio']:g}, the manifest's recipe ({epochs} epochs), "
+                    f"{precision}; {len(recs)} recorded run(s) on {machines}. Percent over the test set: mean ± "
+                    "sample sd over the seeds listed (one seed: no sd). "
+                    f"{ms[0]['val_per_class']} images per class were held out of the training pool for the validation "
+                    "split before the subset was drawn (at CIFAR-10 scale the head class then has "
+                    f"{5000 - ms[0]['val_per_class']:,}). "
+                    "Many: > 100 training images (CIFAR-10-LT has no few-shot class); head / tail: the classes above / "
+                    "at or below the median training count. Made by `python bench/campaign.py headline`."]
+        return "\n".join(out) + "\n"
 
     def stash(self) -> list[str]:
         done = []
@@ -219,13 +291,15 @@ class Campaign:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("command", choices=["run", "status", "table", "stash"])
+    ap.add_argument("command", choices=["run", "status", "table", "headline", "stash"])
     ap.add_argument("--manifest", default=str(ROOT / "bench" / "campaign_e200.yaml"))
     ap.add_argument("--runs", help="where the row run dirs live (default ~/.cache/lt_kit/<manifest name>)")
     ap.add_argument("--results", help="where finished rows are recorded (default bench/results/<manifest name>)")
     ap.add_argument("--data-root", help="folder holding cifar-10-batches-py (run)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     ap.add_argument("--jobs", type=int, default=1, help="rows at once, each in its own process (threads split)")
+    ap.add_argument("--readme", action="store_true",
+                    help="headline: also write the table into README.md between its campaign-headline markers")
     ap.add_argument("--max-rows", type=int, default=0, help="stop after this many rows recorded (0 = all)")
     args = ap.parse_args(argv)
     c = Campaign(load_manifest(Path(args.manifest)), args.runs, args.results)
@@ -235,6 +309,14 @@ def main(argv=None) -> None:
         c.table()
         print((c.results / f"{c.m['name']}.md").read_text() if (c.results / f"{c.m['name']}.md").is_file()
               else "no recorded rows yet")
+    elif args.command == "headline":
+        table = c.headline()
+        if table is None:
+            print("no recorded ratio-100 row with a validation split yet")
+        else:
+            print(table, end="")
+            if args.readme:
+                print(f"wrote {write_between(ROOT / 'README.md', HEADLINE_MARKERS, table)}")
     elif args.command == "stash":
         print("stashed: " + (", ".join(c.stash()) or "nothing partial"))
     else:

@@ -62,6 +62,20 @@ def test_rows_record_in_order_and_never_run_again(tmp_path, monkeypatch):
     assert "done" in c.status().splitlines()[2]
     table = json.loads((tmp_path / "res" / "camp_test.json").read_text())
     assert {r["head"] for r in table["rows"]} == {"causal_norm", "linear"}
+    # the headline: one line per method and choice, both heads, the val choice's strength shown
+    head = c.headline()
+    lines = [ln for ln in head.splitlines() if ln.startswith("| ") and "---" not in ln][1:]
+    assert any(ln.startswith("| De-confound-TDE (a=1) | paper rule |") for ln in lines)
+    assert any(ln.startswith("| Softmax + logit adj. | val split |") for ln in lines)
+    assert len(lines) == sum(len(json.loads(f.read_text())["rows"]) for f in (tmp_path / "res" / "rows").iterdir())
+    assert (tmp_path / "res" / "headline.md").read_text().endswith(head)
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n" + "\n".join(campaign.HEADLINE_MARKERS) + "\ntail\n")
+    campaign.write_between(readme, campaign.HEADLINE_MARKERS, head)
+    campaign.write_between(readme, campaign.HEADLINE_MARKERS, head)          # idempotent
+    assert readme.read_text().count("| De-confound-TDE (a=1) |") == 1 and readme.read_text().endswith("tail\n")
+    with pytest.raises(campaign.LtKitError, match="mark where the table goes"):
+        campaign.write_between(tmp_path / "manifest.yaml", campaign.HEADLINE_MARKERS, head)
 
 
 def test_a_killed_row_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
