@@ -5,6 +5,7 @@
     python bench/campaign.py status                            # done / partial (epoch N of 200, ETA) / pending
     python bench/campaign.py table                             # rebuild the results from the recorded rows
     python bench/campaign.py headline --readme                 # the README's table, mean ± sd over seeds
+    python bench/campaign.py rescore                           # recorded rows' methods again, from their caches
 
 Each row is a normal lt_kit run dir under ``--runs`` (default ``~/.cache/lt_kit/<manifest name>``, outside the
 work tree so that a fresh clone on the same machine resumes it), trained by ``lt_kit.training.fit.fit`` with
@@ -71,7 +72,7 @@ def load_manifest(path: Path) -> dict:
         seen.add(r["name"])
         rows.append({"name": r["name"], "params": r.get("params", d.get("params")),
                      "set": {**d.get("set", {}), **r.get("set", {})}})
-    return {"name": m["name"], "rows": rows, "path": Path(path)}
+    return {"name": m["name"], "rows": rows, "path": Path(path), "defaults": d}
 
 
 def row_params(row: dict, data_root: str, device: str) -> dict:
@@ -160,7 +161,8 @@ class Campaign:
                 print(f"{row['name']}: {e} (another worker has it)", flush=True)
                 return False
             raise
-        if not any(e.get("kind") == "two-stage" for e in (metrics.get("methods") or {}).values()):
+        if params["train_feature_passes"] and \
+                not any(e.get("kind") == "two-stage" for e in (metrics.get("methods") or {}).values()):
             metrics = run_summary(run, device=device)      # a row finished by an lt_kit older than cRT/LWS
         self.record(row, metrics, params)
         return True
@@ -174,6 +176,7 @@ class Campaign:
         for f in RECORDED_FILES:
             if (run / f).is_file():
                 shutil.copy2(run / f, dest / f)
+        write_json(dest / "metrics.json", metrics)     # what the rows say (recomputed for an older row's run)
         p = yaml.safe_load((dest / "params.yaml").read_text())     # where this machine keeps CIFAR is no part
         p["data_root"] = "DIR"                                      # of the result
         (dest / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
@@ -193,6 +196,30 @@ class Campaign:
             shutil.rmtree(stash)
         self.table()
         print(f"{row['name']}: recorded ({wall / 3600:.2f} h of training)", flush=True)
+
+    def rescore(self) -> list[str]:
+        """Recompute each recorded row's method results from its run's feature caches with this lt_kit (after a
+        method changed; the training is not repeated): ``runs/<row>/metrics.json`` and ``rows/<row>.json`` are
+        rewritten, the row's meta keeps its training record and gains ``rescored``. Rows whose run dir is not on
+        this machine are left as they are. Returns the rows rescored."""
+        done = []
+        for row in self.m["rows"]:
+            run, rec_path = self.run_dir(row), self.recorded(row)
+            if not rec_path.is_file() or not (run / "metrics.json").is_file():
+                continue
+            rec = json.loads(rec_path.read_text())
+            meta, old = rec["meta"], json.loads((self.results / "runs" / row["name"] / "metrics.json").read_text())
+            metrics = {**run_summary(run), **{k: old[k] for k in ("seconds", "epochs_trained") if k in old}}
+            write_json(self.results / "runs" / row["name"] / "metrics.json", metrics)
+            meta["rescored"] = {"when": time.strftime("%Y-%m-%d %H:%M"), "version": __import__("lt_kit").__version__}
+            secs = rec["rows"][0]["seconds"] if rec["rows"] else meta["wall_seconds"]
+            rows = run_rows(metrics, dataset=meta["dataset"], ratio=meta["ratio"], seed=meta["seed"], seconds=secs,
+                            run_dir=_rel(self.results / "runs" / row["name"]))
+            write_json(rec_path, {"meta": meta, "rows": rows})
+            done.append(row["name"])
+        if done:
+            self.table()
+        return done
 
     def table(self) -> None:
         """``<name>.json`` (every recorded row) and ``<name>.md`` (per-row table + the grouped compare table)."""
@@ -230,22 +257,20 @@ class Campaign:
         recs = [r for r in recs if r["meta"]["val_per_class"] and ratio in (None, r["meta"]["ratio"])]
         if not recs:
             return None
-        info = {}                                  # (head, loss, method, how) -> (strengths by seed, published)
-        for rec in recs:
-            for x in rec["rows"]:
-                k = (x["head"], x["loss"], x["method"], x["how"])
-                info.setdefault(k, ([], x["paper"]))[0].append(x["strength"])
+        by_row = {r["meta"]["row"]: r for r in recs}
         comp = compare_runs([str(self.results / "runs" / r["meta"]["row"]) for r in recs])
         pct = lambda n, m, sd: "–" if not n else f"{100 * m:.1f}" + (f" ± {100 * sd:.1f}" if sd == sd else "")  # noqa: E731
         out = ["| method | chosen by | strength (per seed) | seeds | many | medium | overall | head | tail | "
                "published (200 epochs) |", "|---|---|---|---|---:|---:|---:|---:|---:|---|"]
         for g in comp.groups:
             head, loss = g.params["head"], g.params.get("loss", "ce")
+            recorded = [by_row[r.path.name] for r in sorted(g.runs, key=lambda r: r.seed)]     # seed order
             for e in g.evaluations():
                 method, _, how = e.partition("/")
                 method = None if method == "softmax" else method
                 how = how or ("rule" if method else "")            # "tde" is the run's own alpha: the rule
-                strengths, paper = info.get((head, loss, method, how), ([], None))
+                mine = [x for rec in recorded for x in rec["rows"] if (x["method"], x["how"]) == (method, how)]
+                strengths, paper = [x["strength"] for x in mine], (mine[0]["paper"] if mine else None)
                 st = g.stats(e)
                 name = row_name(head, method, strengths[0] if how == "rule" and strengths else 0, loss=loss)
                 if how == "val" or method is None:
@@ -277,7 +302,7 @@ class Campaign:
                 dest = self.results / "partial" / row["name"]
                 if dest.exists():
                     shutil.rmtree(dest)
-                shutil.copytree(run, dest, ignore=shutil.ignore_patterns(".lock", "*.tmp*", "best.pt"))
+                shutil.copytree(run, dest, ignore=shutil.ignore_patterns(".lock", "*.tmp*"))
                 # where this machine keeps CIFAR is no part of the run (a resume reads it from --data-root)
                 p = yaml.safe_load((dest / "params.yaml").read_text())
                 p["data_root"] = "DIR"
@@ -291,7 +316,7 @@ class Campaign:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("command", choices=["run", "status", "table", "headline", "stash"])
+    ap.add_argument("command", choices=["run", "status", "table", "headline", "rescore", "stash"])
     ap.add_argument("--manifest", default=str(ROOT / "bench" / "campaign_e200.yaml"))
     ap.add_argument("--runs", help="where the row run dirs live (default ~/.cache/lt_kit/<manifest name>)")
     ap.add_argument("--results", help="where finished rows are recorded (default bench/results/<manifest name>)")
@@ -317,6 +342,8 @@ def main(argv=None) -> None:
             print(table, end="")
             if args.readme:
                 print(f"wrote {write_between(ROOT / 'README.md', HEADLINE_MARKERS, table)}")
+    elif args.command == "rescore":
+        print("rescored: " + (", ".join(c.rescore()) or "nothing (no recorded row's run dir is here)"))
     elif args.command == "stash":
         print("stashed: " + (", ".join(c.stash()) or "nothing partial"))
     else:

@@ -100,12 +100,14 @@ def _parser() -> argparse.ArgumentParser:
                    "(linear head); two-stage method (no strength): crt, lws (any head); default: tde on a "
                    "causal_norm run, the head's own logits otherwise")
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="crt/lws only: one of their settings (crt_epochs, crt_lr, crt_batch_size, lws_epochs, lws_lr, "
-                   "lws_batch_size, train_feature_passes)")
+                   help="crt/lws only: one of their settings (crt_epochs, crt_lr, crt_batch_size, crt_weight_decay, "
+                   "lws_epochs, lws_lr, lws_batch_size, lws_weight_decay, train_feature_passes)")
     e.add_argument("--strength", type=float, help="the method's strength (alpha or tau; default: its paper rule)")
     e.add_argument("--alpha", type=float, help="TDE strength: the same as --method tde --strength ALPHA")
     e.add_argument("--checkpoint", help="evaluate this checkpoint instead of the run's own")
     e.add_argument("--device", help="override the run's device")
+    e.add_argument("--data-root", help="where the run's data lies on this machine, when a feature cache must be "
+                   "rebuilt (default: the run's own data_root)")
     pp = sub.add_parser("params", help="every parameter: the value a data set's recipe resolves it to, and its help")
     pp.add_argument("--dataset", help="show this data set's recipe (default: the default data set, digits_lt)")
     c = sub.add_parser("compare", help="group run dirs by configuration: mean and spread over seeds")
@@ -150,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise LtKitError("--set goes with --method crt or lws (their settings); a post-hoc method takes "
                                  "--strength")
             result = score_run(args.run_dir, method=args.method, strength=args.strength, alpha=args.alpha,
-                               checkpoint=args.checkpoint, device=args.device, overrides=sets)
+                               checkpoint=args.checkpoint, device=args.device, overrides=sets,
+                               data_root=args.data_root)
             print(format_test(result))
             print(f"run dir: {args.run_dir} (appended to evaluations.jsonl; metrics.json is the run's own result)")
             return 0

@@ -92,9 +92,11 @@ PARAMS: dict[str, tuple[Any, type, str]] = {
     "crt_epochs": (10, int, "cRT: epochs of classifier re-training on cached features (Kang et al.: 10)"),
     "crt_lr": (0.2, float, "cRT: peak lr, cosine to 0 (Kang et al.: 0.2 at batch 512)"),
     "crt_batch_size": (512, int, "cRT: class-balanced batch size (Kang et al.: 512)"),
+    "crt_weight_decay": (5e-4, float, "cRT: SGD weight decay (Kang et al.: 5e-4; 1e-4 on iNaturalist)"),
     "lws_epochs": (5, int, "LWS: epochs of learning the per-class scales (Kang et al.: 5)"),
     "lws_lr": (0.2, float, "LWS: peak lr, cosine to 0 (Kang et al.: 0.2 at batch 512)"),
     "lws_batch_size": (512, int, "LWS: class-balanced batch size (Kang et al.: 512)"),
+    "lws_weight_decay": (5e-4, float, "LWS: SGD weight decay on the scales (Kang et al.: 5e-4; 1e-4 on iNaturalist)"),
     # evaluation
     "many_threshold": (100, int, "many-shot: more than this many training images"),
     "few_threshold": (20, int, "few-shot: fewer than this many training images"),
@@ -206,6 +208,9 @@ def resolve(overrides: dict[str, Any] | None = None, where: str = "") -> dict[st
     for k in ("crt_lr", "lws_lr"):
         if not params[k] > 0:
             raise LtKitError(f"parameter {k!r} must be > 0, got {params[k]}")
+    for k in ("crt_weight_decay", "lws_weight_decay"):
+        if not params[k] >= 0:
+            raise LtKitError(f"parameter {k!r} must be >= 0, got {params[k]}")
     return params
 
 

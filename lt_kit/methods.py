@@ -108,22 +108,24 @@ class Decoupled:
     name: str
     label: str
     heads: tuple[str, ...]
-    keys: tuple[str, ...]                       # (epochs, lr, batch size) parameter names
+    keys: tuple[str, ...]                       # (epochs, lr, batch size, weight decay) parameter names
     rule_text: str
     refused: dict[str, str] = field(default_factory=dict)
     strength: str = "epoch"                     # what its validation split chooses
 
     def hyper(self, params: dict) -> dict:
-        """Its settings from a run's parameters (defaults: the authors' configs), as ``epochs``, ``lr``, ``batch``."""
+        """Its settings from a run's parameters (defaults: the authors' configs), as ``epochs``, ``lr``, ``batch``,
+        ``weight_decay``."""
         from lt_kit.config import DEFAULTS
-        return {short: params.get(k, DEFAULTS[k]) for short, k in zip(("epochs", "lr", "batch"), self.keys)}
+        return {short: params.get(k, DEFAULTS[k])
+                for short, k in zip(("epochs", "lr", "batch", "weight_decay"), self.keys)}
 
 
 DECOUPLED: dict[str, Decoupled] = {m.name: m for m in [
-    Decoupled("crt", "cRT", tuple(HEADS), ("crt_epochs", "crt_lr", "crt_batch_size"),
+    Decoupled("crt", "cRT", tuple(HEADS), ("crt_epochs", "crt_lr", "crt_batch_size", "crt_weight_decay"),
               "a new linear classifier (with bias) re-trained on the frozen backbone's features, class-balanced "
               "(Kang et al., ICLR 2020; their cls_crt.yaml: 10 epochs, lr 0.2, batch 512, cosine)"),
-    Decoupled("lws", "LWS", tuple(HEADS), ("lws_epochs", "lws_lr", "lws_batch_size"),
+    Decoupled("lws", "LWS", tuple(HEADS), ("lws_epochs", "lws_lr", "lws_batch_size", "lws_weight_decay"),
               "the head kept, one learned scale per class on its logits, class-balanced (Kang et al., ICLR 2020; "
               "their cls_lws.yaml: 5 epochs, lr 0.2, batch 512, cosine)"),
 ]}

@@ -93,7 +93,7 @@ def preset(params: dict) -> dict | None:
         t = torchvision_weights(src.name, params["arch"]).transforms()
         return {"crop": int(t.crop_size[0]), "resize": int(t.resize_size[0]), "mean": tuple(t.mean),
                 "std": tuple(t.std)}
-    cfg = dict(getattr(_timm_model(src.name), "pretrained_cfg", None) or {})
+    cfg = _timm_cfg(src.name)
     crop = int(cfg.get("input_size", (3, 224, 224))[-1])
     return {"crop": crop, "resize": int(round(crop / float(cfg.get("crop_pct", 0.875)))),
             "mean": tuple(cfg.get("mean", (0.485, 0.456, 0.406))), "std": tuple(cfg.get("std", (0.229, 0.224, 0.225)))}
@@ -114,17 +114,24 @@ def _torchvision_state_dict(weights) -> dict:
                          "give its path as pretrained=FILE.pth") from None
 
 
-@lru_cache(maxsize=1)
-def _timm_model(name: str):
+def _timm_model(name: str, pretrained: bool = True):
     try:
         import timm
     except ImportError:
         raise LtKitError(f"pretrained=timm:{name} needs timm, which is not installed; pip install timm, or save the "
                          "model's state_dict() to a .pth file and give its path") from None
     try:
-        return timm.create_model(name, pretrained=True)
+        return timm.create_model(name, pretrained=pretrained)
     except Exception as e:
-        raise LtKitError(f"timm could not create {name!r} with pretrained weights ({_first_line(e)})") from None
+        raise LtKitError(f"timm could not create {name!r}{' with pretrained weights' * pretrained} "
+                         f"({_first_line(e)})") from None
+
+
+@lru_cache(maxsize=8)
+def _timm_cfg(name: str) -> dict:
+    """The input settings timm records for ``name``'s weights, read from the model built without them (no
+    download: scoring or resuming a run offline builds its data from this)."""
+    return dict(getattr(_timm_model(name, pretrained=False), "pretrained_cfg", None) or {})
 
 
 def _read_file(path: Path) -> tuple[dict, str]:
@@ -156,14 +163,18 @@ def map_keys(state: dict, backbone: torch.nn.Module) -> tuple[dict, dict]:
     mapped state and a report ``{"renamed": [...], "dropped": [...]}``."""
     want = backbone.state_dict()
     renamed, dropped = [], []
+    for prefix in WRAPPERS:                                     # wrappers first: module.backbone.* is lt_kit's
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+            renamed.append(f"{prefix}* -> *")
     if any(k.startswith("backbone.") for k in state):           # a whole lt_kit model: keep its backbone
         dropped += sorted(k for k in state if not k.startswith("backbone."))
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
         renamed.append("backbone.* -> *")
-    for prefix in WRAPPERS:
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-            renamed.append(f"{prefix}* -> *")
+        for prefix in WRAPPERS:                                 # its backbone compiled on its own
+            if state and all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                renamed.append(f"backbone.{prefix}* -> *")
     dropped += sorted(k for k in state if k.startswith(CLASSIFIER) and k not in want)
     state = {k: v for k, v in state.items() if k not in dropped}
     key_map = getattr(backbone, "KEY_MAP", {})

@@ -74,6 +74,12 @@ def test_rows_record_in_order_and_never_run_again(tmp_path, monkeypatch):
     campaign.write_between(readme, campaign.HEADLINE_MARKERS, head)
     campaign.write_between(readme, campaign.HEADLINE_MARKERS, head)          # idempotent
     assert readme.read_text().count("| De-confound-TDE (a=1) |") == 1 and readme.read_text().endswith("tail\n")
+    # rescore: the same lt_kit gives the same rows; the training record stays, the rescoring is noted
+    before = json.loads((tmp_path / "res" / "rows" / "causal_s0.json").read_text())
+    assert c.rescore() == ["causal_s0", "linear_s0"]
+    after = json.loads((tmp_path / "res" / "rows" / "causal_s0.json").read_text())
+    assert after["rows"] == before["rows"] and after["meta"]["wall_seconds"] == before["meta"]["wall_seconds"]
+    assert after["meta"]["rescored"]["version"]
     with pytest.raises(campaign.LtKitError, match="mark where the table goes"):
         campaign.write_between(tmp_path / "manifest.yaml", campaign.HEADLINE_MARKERS, head)
 

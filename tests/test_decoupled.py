@@ -13,6 +13,7 @@ from lt_kit.errors import LtKitError
 from lt_kit.evaluation.features import FeatureCache
 from lt_kit.maths.decoupled import (
     WEIGHT_DECAY,
+    ClassAwareSampler,
     class_aware_indices,
     cosine_lr,
     init_linear,
@@ -38,6 +39,24 @@ def test_class_aware_sampling_visits_every_class_equally_in_cycles():
     assert sorted(zeros) == [0, 1, 2]
     again = class_aware_indices(labels, 24, 4, torch.Generator().manual_seed(0))
     assert torch.equal(class_aware_indices(labels, 24, 4, torch.Generator().manual_seed(0)), again)   # seeded
+
+
+def test_the_sampler_runs_on_across_epochs_and_an_epoch_is_the_training_set():
+    """Their sampler's cycles carry over from one epoch to the next: two draws of 8 are one draw of 16 (a
+    fresh sampler per epoch would restart every class's cycle). An epoch is N // batch steps whatever number of
+    cached passes the inputs hold."""
+    labels = torch.tensor([0] * 7 + [1] * 3 + [2] * 2)
+    s = ClassAwareSampler(labels, 4, torch.Generator().manual_seed(3))
+    two = torch.cat([s.draw(8), s.draw(8)])
+    assert torch.equal(two, class_aware_indices(labels, 16, 4, torch.Generator().manual_seed(3)))
+    firsts = class_aware_indices(labels, 8, 4, torch.Generator().manual_seed(3))
+    assert not torch.equal(two[8:], firsts)
+    calls = []
+    fn = lambda th, x: calls.append(len(x)) or scaled_logits(th, x)  # noqa: E731
+    x = torch.randn(3 * 12, 3)                                 # 3 passes over 12 images
+    retrain({"scales": torch.ones(3)}, fn, x, labels.repeat(3), epochs=2, lr=0.1, batch_size=4, seed=0,
+            epoch_images=12)
+    assert calls == [4] * 6                                     # 2 epochs x (12 // 4) steps, not x (36 // 4)
 
 
 def test_cosine_lr_starts_at_lr_and_never_reaches_zero_inside_the_run():
@@ -107,7 +126,7 @@ def test_every_head_takes_both_two_stage_methods_and_a_strength_is_refused():
     for head in HEADS:
         assert [m.name for m in decoupled_for(head)] == ["crt", "lws"]
     for m in DECOUPLED.values():
-        assert m.hyper({}) == {"epochs": {"crt": 10, "lws": 5}[m.name], "lr": 0.2, "batch": 512}
+        assert m.hyper({}) == {"epochs": {"crt": 10, "lws": 5}[m.name], "lr": 0.2, "batch": 512, "weight_decay": 5e-4}
         assert "Kang et al." in m.rule_text
         with pytest.raises(LtKitError, match="two-stage method with no strength"):
             get_method(m.name, "linear")
@@ -167,6 +186,9 @@ def test_cli_test_fits_crt_from_the_cache_and_rebuilds_a_missing_one(two_stage_r
     out = capsys.readouterr().out
     assert "De-confound + cRT (epoch=10)" in out and "(epoch=" in out and "fit " in out
     assert (run / "train_features.pt").is_file()
+    (run / "val_features.pt").unlink()                     # a lost validation cache is rebuilt, not skipped
+    assert main(["test", "--run-dir", str(run), "--method", "crt"]) == 0
+    assert (run / "val_features.pt").is_file() and "val)" in capsys.readouterr().out
     rec = json.loads((run / "evaluations.jsonl").read_text().splitlines()[-1])
     assert rec["metrics"]["overall"] == before["methods"]["crt"]["rule"]["metrics"]["overall"]   # the same fit
     assert json.loads((run / "metrics.json").read_text()) == before
@@ -248,5 +270,28 @@ def test_no_training_cache_with_zero_passes_and_test_says_how_to_get_one(tmp_pat
         score_run(run, method="crt")
     out = score_run(run, method="crt", overrides={"train_feature_passes": 1})
     assert out["passes"] == 1 and not (run / "train_features.pt").exists()     # a trial cache is not kept
+    from lt_kit.training.score import run_summary  # the tables' recomputation: no two-stage rows
+    again = run_summary(run)
+    assert not set(again["methods"]) & set(DECOUPLED) and again["softmax"] == m["softmax"]
     with pytest.raises(LtKitError, match="train_feature_passes must be >= 0"):
         smoke(train_feature_passes=-1)
+
+
+def test_test_rebuilds_a_cache_from_data_that_moved(cifar_root, tmp_path, capsys):
+    """A run whose data lies elsewhere now (a recorded campaign row: data_root DIR): `test` says the folder is
+    missing, and --data-root names where it is."""
+    from test_methods import smoke
+
+    from lt_kit.cli import main
+    from lt_kit.training.fit import fit
+    run = tmp_path / "run"
+    fit(smoke(dataset="cifar10_lt", data_root=str(cifar_root), epochs=1, batch_size=32, imbalance_ratio=5,
+              train_feature_passes=0), run, progress=False)
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    (cifar_root / "cifar-10-batches-py").rename(moved / "cifar-10-batches-py")
+    (run / "features.pt").unlink()
+    assert main(["test", "--run-dir", str(run)]) == 2
+    assert str(cifar_root) in capsys.readouterr().err
+    assert main(["test", "--run-dir", str(run), "--data-root", str(moved)]) == 0
+    assert "De-confound-TDE (a=1)" in capsys.readouterr().out and (run / "features.pt").is_file()

@@ -61,6 +61,11 @@ def test_recipes_resolve_from_the_reference_configs():
             places["alpha"]) == ("resnext50_32x4d", 90, 512, 0.2, 5e-4, 3.0)
     for p in (inat, places):
         assert (p["many_threshold"], p["few_threshold"], p["imbalance_ratio"]) == (100, 20, 1.0)
+    two_stage = lambda p: tuple(p[f"{m}_{k}"] for m in ("crt", "lws")  # noqa: E731
+                                for k in ("epochs", "lr", "batch_size", "weight_decay"))
+    assert two_stage(inat) == (30, 0.2, 512, 1e-4, 5, 0.2, 512, 1e-4)       # its cls_crt.yaml / cls_lws.yaml
+    assert two_stage(places) == (10, 0.1, 256, 5e-4, 5, 0.1, 256, 5e-4)
+    assert two_stage(resolve({"dataset": "cifar10_lt"})) == (10, 0.2, 512, 5e-4, 5, 0.2, 512, 5e-4)   # ImageNet-LT's
     assert dataset_info("inat2018").mean == (0.466, 0.471, 0.380) and not dataset_info("inat2018").color_jitter
     assert dataset_info("inat2018").num_classes == 8142 and dataset_info("places_lt").num_classes == 365
     frozen = resolve(load_params_file(ROOT / "params" / "places_lt_resnet152_frozen.yaml"))

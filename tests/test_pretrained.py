@@ -71,6 +71,8 @@ def test_a_local_file_maps_its_keys_and_is_recorded(tmp_path):
     torch.manual_seed(0)
     source = LTModel("resnet32", 10)
     for name, state in (("lt_kit_model.pt", source.state_dict()),            # a whole lt_kit model
+                        ("dp.pth", {f"module.{k}": v for k, v in source.backbone.state_dict().items()}),
+                        ("ddp_model.pt", {f"module.{k}": v for k, v in source.state_dict().items()}),  # DDP-wrapped
                         ("dp.pth", {f"module.{k}": v for k, v in source.backbone.state_dict().items()})):
         torch.save(state, tmp_path / name)
         params = resolve({"pretrained": str(tmp_path / name)})
@@ -124,7 +126,7 @@ def test_mismatches_and_missing_sources_are_one_clear_error(tmp_path, monkeypatc
         with pytest.raises(LtKitError, match=match):
             resolve(bad)
     monkeypatch.setitem(sys.modules, "timm", None)              # timm not installed (import fails)
-    P._timm_model.cache_clear()
+    P._timm_cfg.cache_clear()
     params = resolve({"arch": "resnet50", "pretrained": "timm:resnet50.a1_in1k"})
     with pytest.raises(LtKitError, match="needs timm, which is not installed"):
         P.load_pretrained(build_model(params, 10), params)
@@ -135,16 +137,19 @@ def test_timm_by_name_when_installed(tmp_path, monkeypatch):
     torch.manual_seed(2)
     net = torchvision.models.resnet50(weights=None)
     net.pretrained_cfg = {"input_size": (3, 160, 160), "crop_pct": 0.95, "mean": (0.5, 0.5, 0.5), "std": (0.5,) * 3}
-    fake = types.SimpleNamespace(create_model=lambda name, pretrained: net if pretrained else None)
+    asked = []                                  # create_model's pretrained argument, call by call
+    fake = types.SimpleNamespace(create_model=lambda name, pretrained: asked.append(pretrained) or net)
     monkeypatch.setitem(sys.modules, "timm", fake)
-    P._timm_model.cache_clear()
+    P._timm_cfg.cache_clear()
     params = resolve({"arch": "resnet50", "pretrained": "timm:resnet50.a1_in1k"})
     assert P.preset(params) == {"crop": 160, "resize": 168, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+    assert asked == [False]                     # the preset fetches no weights (a run scores offline)
     model = build_model(params, 10)
     record = P.load_pretrained(model, params)
+    assert asked == [False, True]
     assert torch.equal(model.backbone.state_dict()["body.4.0.conv1.weight"], net.layer1[0].conv1.weight)
     assert record["kind"] == "timm" and record["dropped"] == ["fc.bias", "fc.weight"]
-    P._timm_model.cache_clear()
+    P._timm_cfg.cache_clear()
 
 
 def test_a_frozen_backbone_stays_bit_identical_through_fit(tmp_path):

@@ -57,19 +57,23 @@ DATASETS: dict[str, DatasetInfo] = {
     # 90 epochs, lr 0.2 cosine to 0, weight decay 1e-4); transforms from its data/dataloader.py (own mean/std, no
     # colour jitter). TDE's authors publish no iNaturalist setting: lt_kit takes the lr-scaled direction momentum
     # their code applies to every non-CIFAR data set (classification/run_networks.py) and alpha 3.0, the value
-    # of both of their 90-epoch large-scale configs (ImageNet-LT, Places-LT).
+    # of both of their 90-epoch large-scale configs (ImageNet-LT, Places-LT). cRT / LWS: classifier-balancing's
+    # config/iNaturalist18/cls_crt.yaml and cls_lws.yaml (cRT 30 epochs; weight decay 1e-4 for both).
     "inat2018": DatasetInfo(8142, "files", 224, mean=INAT_MEAN, std=INAT_STD, color_jitter=False,
                             recipe=dict(arch="resnet50", batch_size=512, epochs=90, lr=0.2, schedule="cosine",
-                                        weight_decay=1e-4, mu_schedule="lr_scaled", alpha=3.0, imbalance_ratio=1.0),
+                                        weight_decay=1e-4, mu_schedule="lr_scaled", alpha=3.0, imbalance_ratio=1.0,
+                                        crt_epochs=30, crt_weight_decay=1e-4, lws_weight_decay=1e-4),
                             lists=dict(train="iNaturalist18_train.txt", test="iNaturalist18_val.txt")),
     # Places-LT (365 classes, 62,500 training images, 4,980 down to 5 per class; val 20 and test 100 per class),
     # zhmiao/OpenLongTailRecognition-OLTR's lists. Recipe: TDE's own KaihuaTang/Long-Tailed-Recognition.pytorch
     # classification/config/Places_LT/causal_norm.yaml (ResNeXt-50 from scratch, batch 512, 90 epochs, lr 0.2
     # cosine, weight decay 5e-4, alpha 3.0). OLTR's ImageNet-pretrained ResNet-152 start is a preset
-    # (params/places_lt_resnet152_frozen.yaml).
+    # (params/places_lt_resnet152_frozen.yaml). cRT / LWS: classifier-balancing's config/Places_LT/cls_crt.yaml and
+    # cls_lws.yaml (lr 0.1 at batch 256).
     "places_lt": DatasetInfo(365, "files", 224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                              recipe=dict(arch="resnext50_32x4d", batch_size=512, epochs=90, lr=0.2, schedule="cosine",
-                                         mu_schedule="lr_scaled", alpha=3.0, imbalance_ratio=1.0),
+                                         mu_schedule="lr_scaled", alpha=3.0, imbalance_ratio=1.0,
+                                         crt_lr=0.1, crt_batch_size=256, lws_lr=0.1, lws_batch_size=256),
                              lists=dict(train="Places_LT_train.txt", val="Places_LT_val.txt",
                                         test="Places_LT_test.txt")),
     "folder": DatasetInfo(None, "files", 224, mean=IMAGENET_MEAN, std=IMAGENET_STD,

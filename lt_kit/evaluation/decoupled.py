@@ -15,7 +15,6 @@ from lt_kit.evaluation.features import FeatureCache
 from lt_kit.maths.decoupled import (
     MOMENTUM,
     SAMPLES_PER_CLASS_VISIT,
-    WEIGHT_DECAY,
     init_linear,
     linear_logits,
     retrain,
@@ -46,7 +45,8 @@ class DecoupledFit:
         val = None if val_cache is None else (self._inputs(val_cache), val_cache.labels)
         self.result = retrain(theta, self._fn, self._inputs(train_cache), train_cache.labels,
                               epochs=self.hyper["epochs"], lr=self.hyper["lr"], batch_size=self.hyper["batch"],
-                              seed=seed, val=val)
+                              seed=seed, epoch_images=len(train_cache.labels) // max(1, train_cache.passes),
+                              weight_decay=self.hyper["weight_decay"], val=val)
         self.train_images, self.passes = len(train_cache.labels), train_cache.passes
 
     @torch.no_grad()
@@ -77,7 +77,7 @@ def decoupled_summary(method: str, train_cache: FeatureCache, cache: FeatureCach
     def test_metrics(which):
         return prediction_metrics(cache, fit.logits(cache, which).argmax(1).numpy())
     out = {"label": m.label, "strength_name": m.strength, "kind": "two-stage",
-           "settings": {**fit.hyper, "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY, "schedule": "cosine",
+           "settings": {**fit.hyper, "momentum": MOMENTUM, "schedule": "cosine",
                         "sampling": f"class-aware, {SAMPLES_PER_CLASS_VISIT} images per class visit"},
            "train_images": fit.train_images, "passes": fit.passes, "seconds": round(r.seconds, 3),
            "rule": {"strength": fit.hyper["epochs"], "how": m.rule_text + "; its last epoch",

@@ -27,31 +27,46 @@ from torch import Tensor
 MOMENTUM, WEIGHT_DECAY, SAMPLES_PER_CLASS_VISIT = 0.9, 5e-4, 4     # classifier-balancing's cls_crt.yaml
 
 
+class ClassAwareSampler:
+    """Kang et al.'s ``ClassAwareSampler``: visit the classes in a random order (re-shuffled after each full
+    round), take ``samples_per_visit`` consecutive items of the visited class's own random cycle (re-shuffled each
+    time it wraps). Every round of visits draws each class equally often. ``draw(n)`` continues where the last
+    draw stopped, as their sampler's cycles carry over from one epoch to the next; a draw starts a fresh visit
+    (the rest of a visit cut by the end of a draw is skipped, as their generator restarts its visit count)."""
+
+    def __init__(self, labels: Tensor, samples_per_visit: int, generator: torch.Generator):
+        labels = labels.cpu()
+        classes, counts = torch.unique(labels, return_counts=True)
+        self.members = torch.argsort(labels, stable=True).split(counts.tolist())   # each class's indices, ascending
+        self.orders = [m.tolist() for m in self.members]
+        self.pos = [len(m) for m in self.members]            # at the end: shuffle on first use
+        self.class_order, self.ci = [], 0
+        self.spv, self.g = samples_per_visit, generator
+
+    def _next_class(self) -> int:
+        if self.ci == len(self.class_order):
+            self.class_order, self.ci = torch.randperm(len(self.members), generator=self.g).tolist(), 0
+        self.ci += 1
+        return self.class_order[self.ci - 1]
+
+    def draw(self, n: int) -> Tensor:
+        out: list[int] = []
+        while len(out) < n:
+            k, need = self._next_class(), self.spv
+            while need:                                     # one visit: a slice of the class's cycle, wrapping
+                if self.pos[k] == len(self.orders[k]):
+                    self.orders[k] = self.members[k][torch.randperm(len(self.members[k]), generator=self.g)].tolist()
+                    self.pos[k] = 0
+                take = self.orders[k][self.pos[k]:self.pos[k] + need]
+                out.extend(take)
+                self.pos[k] += len(take)
+                need -= len(take)
+        return torch.tensor(out[:n], dtype=torch.long)
+
+
 def class_aware_indices(labels: Tensor, n: int, samples_per_visit: int, generator: torch.Generator) -> Tensor:
-    """``n`` indices drawn class-balanced, as Kang et al.'s ``ClassAwareSampler``: visit the classes in a random
-    order (re-shuffled after each full round), take ``samples_per_visit`` consecutive items of the visited class's
-    own random cycle (re-shuffled each time it wraps). Every round of visits draws each class equally often."""
-    labels = labels.cpu()
-    classes, counts = torch.unique(labels, return_counts=True)
-    members = torch.argsort(labels, stable=True).split(counts.tolist())   # each class's indices, ascending
-    orders = [m.tolist() for m in members]
-    pos = [len(m) for m in members]                 # at the end: shuffle on first use
-    class_order, ci = [], 0
-    out: list[int] = []
-    while len(out) < n:
-        if ci == len(class_order):
-            class_order, ci = torch.randperm(len(classes), generator=generator).tolist(), 0
-        k = class_order[ci]
-        ci += 1
-        need = samples_per_visit
-        while need:                                 # one visit: a slice of the class's cycle, wrapping once
-            if pos[k] == len(orders[k]):
-                orders[k], pos[k] = members[k][torch.randperm(len(members[k]), generator=generator)].tolist(), 0
-            take = orders[k][pos[k]:pos[k] + need]
-            out.extend(take)
-            pos[k] += len(take)
-            need -= len(take)
-    return torch.tensor(out[:n], dtype=torch.long)
+    """``n`` indices from a fresh :class:`ClassAwareSampler`."""
+    return ClassAwareSampler(labels, samples_per_visit, generator).draw(n)
 
 
 def cosine_lr(lr: float, epoch: int, epochs: int) -> float:
@@ -72,26 +87,29 @@ class Retrained:
 
 
 def retrain(theta: dict, logits_fn: Callable[[dict, Tensor], Tensor], inputs: Tensor, labels: Tensor, *,
-            epochs: int, lr: float, batch_size: int, seed: int,
+            epochs: int, lr: float, batch_size: int, seed: int, epoch_images: int | None = None,
+            weight_decay: float = WEIGHT_DECAY,
             val: tuple[Tensor, Tensor] | None = None) -> Retrained:
     """Train the tensors in ``theta`` (updated in place) so that ``logits_fn(theta, inputs[i])`` classifies
-    ``labels[i]``: cross-entropy, SGD (momentum 0.9, weight decay 5e-4 on every tensor), cosine lr from ``lr``,
-    class-aware batches (:func:`class_aware_indices`, seeded by ``seed``), ``len(inputs) // batch_size`` steps
-    per epoch. ``val``: (inputs, labels) scored after each epoch; the best epoch is the first with the highest
-    accuracy (the authors keep their best epoch on validation data the same way)."""
+    ``labels[i]``: cross-entropy, SGD (momentum 0.9, ``weight_decay`` on every tensor), cosine lr from ``lr``,
+    class-aware batches from one :class:`ClassAwareSampler` seeded by ``seed`` (its cycles run on across epochs),
+    ``epoch_images // batch_size`` steps per epoch. ``epoch_images``: the training set's size (default
+    ``len(inputs)``; K augmented passes cached as K x N rows still make an epoch of N). ``val``: (inputs, labels)
+    scored after each epoch; the best epoch is the first with the highest accuracy (the authors keep their best
+    epoch on validation data the same way)."""
     t0 = time.time()
     params = list(theta.values())
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.SGD(params, lr=lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    g = torch.Generator().manual_seed(seed)
-    steps = max(1, len(inputs) // batch_size)
+    opt = torch.optim.SGD(params, lr=lr, momentum=MOMENTUM, weight_decay=weight_decay)
+    sampler = ClassAwareSampler(labels, SAMPLES_PER_CLASS_VISIT, torch.Generator().manual_seed(seed))
+    steps = max(1, (len(inputs) if epoch_images is None else epoch_images) // batch_size)
     snap = lambda: {k: v.detach().clone() for k, v in theta.items()}  # noqa: E731
     best, best_epoch, best_acc, curve = None, epochs, -1.0, []
     for epoch in range(epochs):
         for group in opt.param_groups:
             group["lr"] = cosine_lr(lr, epoch, epochs)
-        order = class_aware_indices(labels, steps * batch_size, SAMPLES_PER_CLASS_VISIT, g).view(steps, -1)
+        order = sampler.draw(steps * batch_size).view(steps, -1)
         for idx in order:
             loss = torch.nn.functional.cross_entropy(logits_fn(theta, inputs[idx]), labels[idx])
             opt.zero_grad(set_to_none=True)

@@ -19,7 +19,8 @@ from lt_kit.errors import LtKitError
 
 # how a step runs, not what it computes; and the second stage's settings (cRT/LWS), which read the finished run
 RESUME_FREE = ("device", "num_workers", "eval_every", "fast_step", "download", "train_feature_passes",
-               "crt_epochs", "crt_lr", "crt_batch_size", "lws_epochs", "lws_lr", "lws_batch_size")
+               "crt_epochs", "crt_lr", "crt_batch_size", "crt_weight_decay", "lws_epochs", "lws_lr", "lws_batch_size",
+               "lws_weight_decay")
 RUN_FILES = {"params.yaml", "version.json", "checkpoint.pt", "best.pt", "history.json", "subset_indices.npy",
              "val_indices.npy", "subset.json", "features.pt", "val_features.pt", "train_features.pt", "evaluated.pt",
              "metrics.json", "evaluations.jsonl", "log.txt", "figures", "pretrained.json"}

@@ -18,7 +18,8 @@ from lt_kit.training.build import build_data, build_model, resolve_device, train
 
 
 def score_run(run_dir, *, method: str | None = None, strength: float | None = None, alpha: float | None = None,
-              checkpoint=None, device: str | None = None, overrides: dict | None = None) -> dict:
+              checkpoint=None, device: str | None = None, overrides: dict | None = None,
+              data_root: str | None = None) -> dict:
     """Score a run dir with a post-hoc ``method`` (``methods.POSTHOC``: tde, logit_adjust, tau_norm) at
     ``strength`` (default: the method's paper rule); ``alpha`` is ``method="tde", strength=alpha``. A two-stage
     ``method`` (``methods.DECOUPLED``: crt, lws) has no strength: it is fitted on the training-feature cache
@@ -26,12 +27,13 @@ def score_run(run_dir, *, method: str | None = None, strength: float | None = No
 
     Uses the feature cache; a missing cache is rebuilt from ``evaluated.pt``, the weights and direction that
     ``fit`` evaluated (never from another epoch). ``checkpoint``: score that file instead (one backbone pass,
-    its cache is not kept). The run's ``metrics.json`` is its own evaluation and is never rewritten; each call
-    appends one line to ``evaluations.jsonl`` saying which method, strength and checkpoint gave it.
+    its cache is not kept). ``data_root``: where the run's data lies on this machine, for a rebuild (the run's
+    ``params.yaml`` names where it was trained). The run's ``metrics.json`` is its own evaluation and is never
+    rewritten; each call appends one line to ``evaluations.jsonl`` saying which method, strength and checkpoint gave it.
     Returns ``{"method", "strength", "head", "metrics", ...}``.
     """
     run = RunDir(run_dir)
-    params = run.params()
+    params = {**run.params(), **({"data_root": str(data_root)} if data_root else {})}   # where the data is here
     if method in DECOUPLED:
         if strength is not None or alpha is not None:
             raise LtKitError(f"{method} has no strength (it re-trains a classifier on the training-feature cache); "
@@ -59,13 +61,14 @@ def score_run(run_dir, *, method: str | None = None, strength: float | None = No
     return out
 
 
-def run_caches(run_dir, *, passes: int | None = None, device: str | None = None) -> tuple[dict, dict]:
+def run_caches(run_dir, *, passes: int | None = None, device: str | None = None,
+               data_root: str | None = None) -> tuple[dict, dict]:
     """A finished run's parameters (defaults filled in) and its {"test", "val", "train"} feature caches ("val":
     None without a validation split), each loaded or built from ``evaluated.pt``. ``passes``: a training cache
     of that many passes instead of the run's own (built, not kept)."""
     from lt_kit.config import DEFAULTS
     run = RunDir(run_dir)
-    params = {**DEFAULTS, **run.params()}
+    params = {**DEFAULTS, **run.params(), **({"data_root": str(data_root)} if data_root else {})}
     fresh = passes is not None and passes != params["train_feature_passes"]
     if passes is not None:
         params["train_feature_passes"] = passes
@@ -118,8 +121,10 @@ def _load_or_rebuild(run: RunDir, params: dict, checkpoint, device, *, train: bo
     cache files; missing ones are rebuilt from ``evaluated.pt`` (or ``checkpoint``: then nothing is kept).
     ``fresh_train``: rebuild the training cache (another ``train_feature_passes``) and do not keep it."""
     files = {"test": run / "features.pt", "val": run / "val_features.pt", "train": run / "train_features.pt"}
-    has_val = bool(params.get("val_per_class") or params.get("val_root") or params.get("val_list"))
-    splits = ("test", "val", "train") if train else ("test",)
+    from lt_kit.config import DEFAULTS, val_split_source
+    has_val = val_split_source({**DEFAULTS, **params}) is not None   # a run older than a key: its default
+    passes = params.get("train_feature_passes", 1)
+    splits = ("test", "val", "train") if train and passes else ("test", "val") if train else ("test",)
 
     def kept(split):                    # read from and written to the run's file (else built and dropped)
         return checkpoint is None and not (split == "train" and fresh_train)
@@ -128,7 +133,7 @@ def _load_or_rebuild(run: RunDir, params: dict, checkpoint, device, *, train: bo
         return kept(split) and (files[split].is_file() or (split == "val" and not has_val))
 
     if all(present(s) for s in splits):
-        out = {s: FeatureCache.load(files[s]) if files[s].is_file() else None for s in splits}
+        out = {"train": None, **{s: FeatureCache.load(files[s]) if files[s].is_file() else None for s in splits}}
         return out if train else out["test"]
     source = checkpoint or run / EVALUATED
     if checkpoint is None and not source.is_file():
@@ -151,7 +156,7 @@ def _load_or_rebuild(run: RunDir, params: dict, checkpoint, device, *, train: bo
                                         data.class_names)
         loader = data.test if split == "test" else data.val
         return None if loader is None else cache_features(model, loader, params, data.train_counts, data.class_names)
-    out = {}
+    out = {"train": None}                   # train_feature_passes=0: no training cache, no two-stage method
     for split in splits:
         if kept(split) and files[split].is_file():
             out[split] = FeatureCache.load(files[split])
@@ -174,7 +179,8 @@ def format_test(result: dict) -> str:
         if result.get("val"):
             rows.append((row_name(head, method, result["val"]["strength"], "val", loss=loss), result["val"]["metrics"]))
         s = result["settings"]
-        notes = (f"{DECOUPLED[method].label}: {s['epochs']} epochs, lr {s['lr']:g}, batch {s['batch']}, cosine, "
+        notes = (f"{DECOUPLED[method].label}: {s['epochs']} epochs, lr {s['lr']:g}, batch {s['batch']}, "
+                 f"weight decay {s['weight_decay']:g}, cosine, "
                  f"class-aware sampling; {result['passes']} pass(es) over the training subset; "
                  f"fit {result['seconds']:.2f} s",)
         pc = result.get("prior_check")
