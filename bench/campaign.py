@@ -47,6 +47,7 @@ from lt_kit import compare_runs, fit  # noqa: E402
 from lt_kit.config import load_params_file, resolve  # noqa: E402
 from lt_kit.errors import LtKitError  # noqa: E402
 from lt_kit.evaluation.summary import row_name  # noqa: E402
+from lt_kit.runs.lock import RunLock  # noqa: E402
 from lt_kit.runs.rundir import write_json  # noqa: E402
 from lt_kit.training.build import resolve_device  # noqa: E402
 from lt_kit.training.score import run_summary  # noqa: E402
@@ -140,6 +141,8 @@ class Campaign:
     def restore_stash(self, row: dict) -> None:
         """A row stashed in the repository and absent here resumes from the stash."""
         stash, here = self.results / "partial" / row["name"], self.run_dir(row)
+        if RunLock(here).busy():                  # another worker is in its first epoch: leave it
+            return
         if stash.is_dir() and not (here / "checkpoint.pt").is_file():
             if here.exists():
                 shutil.rmtree(here)

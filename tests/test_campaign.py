@@ -125,6 +125,10 @@ def test_a_lost_run_dir_starts_over_and_a_stash_resumes(tmp_path, monkeypatch):
     import shutil
     shutil.rmtree(tmp_path / "runs")                 # a fresh machine: only the committed stash is left
     assert c.state(c.m["rows"][0])[:2] == ("partial", 2)
+    from lt_kit.runs.lock import RunLock
+    with RunLock(c.run_dir(c.m["rows"][0])):        # another worker holds the row (in its first epoch)
+        c.restore_stash(c.m["rows"][0])
+        assert not (c.run_dir(c.m["rows"][0]) / "checkpoint.pt").exists()          # its run dir left alone
     monkeypatch.setattr(T, "train_one_epoch", real)
     epochs_run = []
     monkeypatch.setattr(T, "train_one_epoch", lambda *a, **k: epochs_run.append(k["epoch"]) or real(*a, **k))

@@ -71,6 +71,11 @@ class RunLock:
         except ValueError:
             return {}
 
+    def busy(self) -> bool:
+        """True while a lock file names a writer not provably gone (another process may be writing the run)."""
+        owner = self.owner()
+        return owner is not None and not self._stale(owner)
+
     def _stale(self, owner: dict) -> bool:
         """True when the recorded writer is provably gone (only checkable on this host)."""
         if owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
