@@ -316,13 +316,13 @@ def prepare_data(data_root, device: str, batch_size: int):
 def campaign_measured(device_type: str, rows_dir: Path = ROOT / "bench" / "results" / "campaign_e200" / "rows") -> dict:
     """Measured 200-epoch training times on this kind of device: the campaign's recorded rows (bench/campaign.py),
     each the sum of its 200 epochs' seconds over every resumption (pauses between resumptions not counted, other
-    load on the machine included). {label: seconds}, label naming the row, precision and threads."""
+    load on the machine included). {label: seconds}, label naming the row, precision and machine."""
     out = {}
     for f in sorted(rows_dir.glob("*.json")) if rows_dir.is_dir() else ():
         m = json.loads(f.read_text())["meta"]
         if m.get("epochs") == 200 and str(m.get("device", "")).split(":")[0] == device_type:
             prec = "bf16" if m.get("bf16") in (True, "true") else "float32"
-            out[f"campaign {m['row']} ({prec}, {m.get('threads') or '?'} threads, {m['machine']})"] = m["wall_seconds"]
+            out[f"campaign {m['row']} ({prec}, {m['machine']})"] = m["wall_seconds"]
     return out
 
 

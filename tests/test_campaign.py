@@ -144,7 +144,7 @@ def test_a_lost_run_dir_starts_over_and_a_stash_resumes(tmp_path, monkeypatch):
 
 def test_speed_takes_200_epoch_seconds_from_recorded_rows(tmp_path):
     """bench/speed.py's measured 200-epoch figure: only 200-epoch rows on the asked device kind, labelled with
-    row, precision and threads."""
+    row, precision and machine."""
     import speed
     rows = tmp_path / "rows"
     rows.mkdir()
@@ -153,6 +153,6 @@ def test_speed_takes_200_epoch_seconds_from_recorded_rows(tmp_path):
         meta = {"row": name, "epochs": epochs, "device": device, "bf16": bf16, "threads": 2, "machine": "M",
                 "wall_seconds": secs}
         (rows / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": []}))
-    assert speed.campaign_measured("cpu", rows) == {"campaign a (float32, 2 threads, M)": 12480.0}
-    assert speed.campaign_measured("cuda", rows) == {"campaign c (bf16, 2 threads, M)": 31.0}
+    assert speed.campaign_measured("cpu", rows) == {"campaign a (float32, M)": 12480.0}
+    assert speed.campaign_measured("cuda", rows) == {"campaign c (bf16, M)": 31.0}
     assert speed.campaign_measured("cpu", tmp_path / "none") == {}
