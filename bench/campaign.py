@@ -200,6 +200,10 @@ class Campaign:
         self.table()
         print(f"{row['name']}: recorded ({wall / 3600:.2f} h of training)", flush=True)
 
+    def recorded_rows(self) -> list[dict]:
+        """The recorded rows' ``{"meta", "rows"}``, in manifest order."""
+        return [json.loads(self.recorded(r).read_text()) for r in self.m["rows"] if self.recorded(r).is_file()]
+
     def rescore(self) -> list[str]:
         """Recompute each recorded row's method results from its run's feature caches with this lt_kit (after a
         method changed; the training is not repeated): ``runs/<row>/metrics.json`` and ``rows/<row>.json`` are
@@ -226,7 +230,7 @@ class Campaign:
 
     def table(self) -> None:
         """``<name>.json`` (every recorded row) and ``<name>.md`` (per-row table + the grouped compare table)."""
-        recs = [json.loads(self.recorded(r).read_text()) for r in self.m["rows"] if self.recorded(r).is_file()]
+        recs = self.recorded_rows()
         if not recs:
             return
         rows = [x for rec in recs for x in rec["rows"]]
@@ -255,7 +259,7 @@ class Campaign:
         """The README's table: every method of the recorded ratio-100 rows with a validation split, at its paper
         rule and at its validation-chosen strength, as mean ± sample sd over seeds (``lt_kit compare``'s
         groups), with the published 200-epoch figure beside it. None before any such row is recorded."""
-        recs = [json.loads(self.recorded(r).read_text()) for r in self.m["rows"] if self.recorded(r).is_file()]
+        recs = self.recorded_rows()
         ratio = self.m.get("defaults", {}).get("set", {}).get("imbalance_ratio")      # the manifest's own
         recs = [r for r in recs if r["meta"]["val_per_class"] and ratio in (None, r["meta"]["ratio"])]
         if not recs:

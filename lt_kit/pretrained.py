@@ -157,24 +157,27 @@ def _read_file(path: Path) -> tuple[dict, str]:
 
 
 # --------------------------------------------------------------------------- key mapping and loading
+def _strip_wrappers(state: dict, renamed: list, where: str = "") -> dict:
+    """``state`` without a DataParallel/DDP or torch.compile prefix shared by every key (noted in ``renamed``)."""
+    for prefix in WRAPPERS:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+            renamed.append(f"{where}{prefix}* -> *")
+    return state
+
+
 def map_keys(state: dict, backbone: torch.nn.Module) -> tuple[dict, dict]:
     """Rename ``state``'s keys onto ``backbone``'s: an lt_kit model's ``backbone.`` part, wrapper prefixes
     stripped, classifier keys dropped, torchvision/timm names renamed by ``backbone.KEY_MAP``. Returns the
     mapped state and a report ``{"renamed": [...], "dropped": [...]}``."""
     want = backbone.state_dict()
     renamed, dropped = [], []
-    for prefix in WRAPPERS:                                     # wrappers first: module.backbone.* is lt_kit's
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-            renamed.append(f"{prefix}* -> *")
+    state = _strip_wrappers(state, renamed)                     # first: module.backbone.* is lt_kit's
     if any(k.startswith("backbone.") for k in state):           # a whole lt_kit model: keep its backbone
         dropped += sorted(k for k in state if not k.startswith("backbone."))
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
         renamed.append("backbone.* -> *")
-        for prefix in WRAPPERS:                                 # its backbone compiled on its own
-            if state and all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix):]: v for k, v in state.items()}
-                renamed.append(f"backbone.{prefix}* -> *")
+        state = _strip_wrappers(state, renamed, "backbone.")    # its backbone compiled on its own
     dropped += sorted(k for k in state if k.startswith(CLASSIFIER) and k not in want)
     state = {k: v for k, v in state.items() if k not in dropped}
     key_map = getattr(backbone, "KEY_MAP", {})
