@@ -2,6 +2,7 @@
 
     python bench/campaign.py run --data-root $CIFAR            # resume the first unfinished row, then the next...
     python bench/campaign.py run --data-root $CIFAR --jobs 2   # two rows at once (each its own process)
+    python bench/campaign.py run --data-root $CIFAR --readme   # ... and rewrite the README table after each row
     python bench/campaign.py status                            # done / partial (epoch N of 200, ETA) / pending
     python bench/campaign.py table                             # rebuild the results from the recorded rows
     python bench/campaign.py headline --readme                 # the README's table, mean ± sd over seeds
@@ -41,14 +42,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 # Everything from lt_kit is imported once, at start: a campaign runs for days and keeps the code it started with.
-from accuracy import machine, markdown, run_rows  # noqa: E402
+from accuracy import machine, markdown, published, run_rows  # noqa: E402
 
 from lt_kit import compare_runs, fit  # noqa: E402
 from lt_kit.config import load_params_file, resolve  # noqa: E402
 from lt_kit.errors import LtKitError  # noqa: E402
 from lt_kit.evaluation.summary import row_name  # noqa: E402
 from lt_kit.runs.lock import RunLock  # noqa: E402
-from lt_kit.runs.rundir import write_json  # noqa: E402
+from lt_kit.runs.rundir import atomic_write_bytes, write_json  # noqa: E402
 from lt_kit.training.build import resolve_device  # noqa: E402
 from lt_kit.training.score import run_summary  # noqa: E402
 
@@ -85,13 +86,18 @@ HEADLINE_MARKERS = ("<!-- campaign-headline:start (bench/campaign.py headline --
                     "<!-- campaign-headline:end -->")
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write through a temporary file and rename, so a kill never leaves half a table."""
+    atomic_write_bytes(Path(path), lambda f: f.write(text.encode()))
+
+
 def write_between(path: Path, markers: tuple[str, str], text: str) -> Path:
     """Replace what lies between the two marker lines of ``path`` with ``text`` (an error if either is absent)."""
     doc = path.read_text()
     start, end = doc.find(markers[0]), doc.find(markers[1])
     if start < 0 or end < start:
         raise LtKitError(f"{path} lacks the lines {markers[0]!r} ... {markers[1]!r} that mark where the table goes")
-    path.write_text(doc[:start + len(markers[0])] + "\n\n" + text + "\n" + doc[end:])
+    write_text(path, doc[:start + len(markers[0])] + "\n\n" + text + "\n" + doc[end:])
     return path
 
 
@@ -144,9 +150,13 @@ class Campaign:
         if RunLock(here).busy():                  # another worker is in its first epoch: leave it
             return
         if stash.is_dir() and not (here / "checkpoint.pt").is_file():
+            tmp = here.with_name(f".{here.name}.restoring")     # copied whole, then renamed: a kill mid-copy
+            if tmp.exists():                                     # leaves no half checkpoint in the run dir
+                shutil.rmtree(tmp)
+            shutil.copytree(stash, tmp)
             if here.exists():
                 shutil.rmtree(here)
-            shutil.copytree(stash, here)
+            tmp.rename(here)
 
     def run_row(self, row: dict, data_root: str, device: str) -> bool:
         """Train (or resume) one row and record it; False if another process holds its run dir."""
@@ -182,7 +192,7 @@ class Campaign:
         write_json(dest / "metrics.json", metrics)     # what the rows say (recomputed for an older row's run)
         p = yaml.safe_load((dest / "params.yaml").read_text())     # where this machine keeps CIFAR is no part
         p["data_root"] = "DIR"                                      # of the result
-        (dest / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+        write_text(dest / "params.yaml", yaml.safe_dump(p, sort_keys=False))
         meta = {"row": row["name"], "epochs": params["epochs"], "dataset": params["dataset"],
                 "ratio": params["imbalance_ratio"], "head": params["head"], "loss": params["loss"],
                 "seed": params["seed"], "val_per_class": params["val_per_class"], "bf16": params["bf16"],
@@ -233,7 +243,7 @@ class Campaign:
         recs = self.recorded_rows()
         if not recs:
             return
-        rows = [x for rec in recs for x in rec["rows"]]
+        rows = [{**x, "paper": published(x)} for rec in recs for x in rec["rows"]]      # today's quoted figures
         metas = [rec["meta"] for rec in recs]
         meta = {"machine": "; ".join(sorted({f"{m['machine']} ({m['device']})" for m in metas})),
                 "epochs": 200 if all(m["epochs"] == 200 for m in metas) else sorted({m["epochs"] for m in metas}),
@@ -251,9 +261,9 @@ class Campaign:
         write_json(self.results / f"{self.m['name']}.json", {"meta": meta, "rows": rows})
         head = self.headline()
         if head:
-            (self.results / "headline.md").write_text("# The headline table (rows at ratio 100 with a validation "
-                                                      "split)\n\n" + head)
-        (self.results / f"{self.m['name']}.md").write_text(md)
+            write_text(self.results / "headline.md", "# The headline table (rows at ratio 100 with a validation "
+                                                     "split)\n\n" + head)
+        write_text(self.results / f"{self.m['name']}.md", md)
 
     def headline(self) -> str | None:
         """The README's table: every method of the recorded ratio-100 rows with a validation split, at its paper
@@ -277,7 +287,7 @@ class Campaign:
                 method = None if method == "softmax" else method
                 how = how or ("rule" if method else "")            # "tde" is the run's own alpha: the rule
                 mine = [x for rec in recorded for x in rec["rows"] if (x["method"], x["how"]) == (method, how)]
-                strengths, paper = [x["strength"] for x in mine], (mine[0]["paper"] if mine else None)
+                strengths, paper = [x["strength"] for x in mine], (published(mine[0]) if mine else None)
                 st = g.stats(e)
                 name = row_name(head, method, strengths[0] if how == "rule" and strengths else 0, loss=loss)
                 if how == "val" or method is None:
@@ -313,7 +323,7 @@ class Campaign:
                 # where this machine keeps CIFAR is no part of the run (a resume reads it from --data-root)
                 p = yaml.safe_load((dest / "params.yaml").read_text())
                 p["data_root"] = "DIR"
-                (dest / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+                write_text(dest / "params.yaml", yaml.safe_dump(p, sort_keys=False))
                 ckpt = torch.load(dest / "checkpoint.pt", map_location="cpu", weights_only=False)
                 ckpt["params"] = {**ckpt["params"], "data_root": "DIR"}
                 torch.save(ckpt, dest / "checkpoint.pt")
@@ -331,7 +341,8 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     ap.add_argument("--jobs", type=int, default=1, help="rows at once, each in its own process (threads split)")
     ap.add_argument("--readme", action="store_true",
-                    help="headline: also write the table into README.md between its campaign-headline markers")
+                    help="headline, and run after each recorded row: also write the table into README.md "
+                         "between its campaign-headline markers")
     ap.add_argument("--max-rows", type=int, default=0, help="stop after this many rows recorded (0 = all)")
     args = ap.parse_args(argv)
     c = Campaign(load_manifest(Path(args.manifest)), args.runs, args.results)
@@ -361,12 +372,14 @@ def main(argv=None) -> None:
             env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
             cmd = [sys.executable, __file__, "run", "--manifest", args.manifest, "--data-root", args.data_root,
                    "--device", args.device] + (["--runs", args.runs] if args.runs else []) + \
-                (["--results", args.results] if args.results else [])
+                (["--results", args.results] if args.results else []) + (["--readme"] if args.readme else [])
             procs = []
             for _ in range(args.jobs):
                 procs.append(subprocess.Popen(cmd, env=env))
                 time.sleep(20)           # the first worker takes (locks) the first row; the next one skips it
             sys.exit(max(p.wait() for p in procs))
+        if c.recorded_rows():
+            c.table()          # a kill between a row's record and its table leaves the tables one row behind
         n = 0
         for row in c.m["rows"]:
             if c.state(row)[0] == "done":
@@ -374,6 +387,8 @@ def main(argv=None) -> None:
             print(f"{row['name']}: {'resume' if c.state(row)[0] == 'partial' else 'start'}", flush=True)
             if c.run_row(row, args.data_root, args.device):
                 n += 1
+                if args.readme and c.headline():
+                    print(f"wrote {write_between(ROOT / 'README.md', HEADLINE_MARKERS, c.headline())}", flush=True)
                 if args.max_rows and n >= args.max_rows:
                     break
         print(c.status())

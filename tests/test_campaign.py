@@ -57,8 +57,13 @@ def test_rows_record_in_order_and_never_run_again(tmp_path, monkeypatch):
     calls = []
     real_fit = campaign.fit
     monkeypatch.setattr(campaign, "fit", lambda *a, **k: calls.append(a[1]) or real_fit(*a, **k))
-    _run(tmp_path)
+    readme_writes = []
+    monkeypatch.setattr(campaign, "write_between", lambda *a: readme_writes.append(a) or a[0])
+    _run(tmp_path, "--readme")
     assert [Path(p).name for p in calls] == ["linear_s0"]          # the recorded row was not trained again
+    assert len(readme_writes) == 1 and readme_writes[0][0].name == "README.md"      # --readme: after each row
+    assert "| Softmax |" in readme_writes[0][2]
+    monkeypatch.undo()
     assert "done" in c.status().splitlines()[2]
     table = json.loads((tmp_path / "res" / "camp_test.json").read_text())
     assert {r["head"] for r in table["rows"]} == {"causal_norm", "linear"}
@@ -69,6 +74,11 @@ def test_rows_record_in_order_and_never_run_again(tmp_path, monkeypatch):
     assert any(ln.startswith("| Softmax + logit adj. | val split |") for ln in lines)
     assert len(lines) == sum(len(json.loads(f.read_text())["rows"]) for f in (tmp_path / "res" / "rows").iterdir())
     assert (tmp_path / "res" / "headline.md").read_text().endswith(head)
+    (tmp_path / "res" / "headline.md").unlink()            # killed between a row's record and its tables:
+    (tmp_path / "res" / "camp_test.md").unlink()           # the next run rebuilds them before it trains
+    _run(tmp_path)
+    assert (tmp_path / "res" / "headline.md").read_text().endswith(head)
+    assert (tmp_path / "res" / "camp_test.md").read_text().count("causal_norm") >= 3
     readme = tmp_path / "README.md"
     readme.write_text("# x\n" + "\n".join(campaign.HEADLINE_MARKERS) + "\ntail\n")
     campaign.write_between(readme, campaign.HEADLINE_MARKERS, head)
@@ -134,6 +144,7 @@ def test_a_lost_run_dir_starts_over_and_a_stash_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(T, "train_one_epoch", lambda *a, **k: epochs_run.append(k["epoch"]) or real(*a, **k))
     _run(tmp_path)
     assert epochs_run == [3]                         # resumed from the stash, not started over
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["causal_s0"]     # no half-copied stash left
     assert not (tmp_path / "res" / "partial" / "causal_s0").exists()
     shutil.rmtree(tmp_path / "runs")
     (tmp_path / "res" / "rows" / "causal_s0.json").unlink()

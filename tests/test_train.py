@@ -36,6 +36,9 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, mon
     assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
     assert json.loads((tmp_path / "full" / "metrics.json").read_text())["tde"] == \
         json.loads((tmp_path / "cut" / "metrics.json").read_text())["tde"]
+    version = json.loads((tmp_path / "cut" / "version.json").read_text())   # both sessions' code is on record
+    assert [v.get("lt_kit") for v in version["earlier"]] == [version["lt_kit"]] and "earlier" not in \
+        json.loads((tmp_path / "full" / "version.json").read_text())
 
 
 def test_direction_is_updated_every_step_and_saved(smoke_run):

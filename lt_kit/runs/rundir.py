@@ -1,6 +1,7 @@
 """Run directories: provenance (resolved params, code version), atomic checkpoints, metrics and logs.
 
-A run dir holds ``params.yaml``, ``version.json``, ``checkpoint.pt`` (written atomically every epoch),
+A run dir holds ``params.yaml``, ``version.json`` (the code it ran; after a resume, the earlier sessions' under
+``earlier``), ``checkpoint.pt`` (written atomically every epoch),
 ``history.json``, ``subset_indices.npy`` and its checksum ``subset.json``, ``pretrained.json`` (with
 ``pretrained``: the weights' source, sha256 and key mapping), ``features.pt`` (the test-feature
 cache), ``metrics.json``, ``evaluations.jsonl`` (one line per ``test``) and ``log.txt``.
@@ -116,7 +117,15 @@ class RunDir:
             self.log(f"previous run moved to {backup}")
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self / "params.yaml", lambda f: f.write(yaml.safe_dump(params, sort_keys=False).encode()))
-        write_json(self / "version.json", {**code_version(), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        version = {**code_version(), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if resume and (self / "version.json").is_file():     # a resumed run keeps the code it trained under before
+            try:
+                before = read_json(self / "version.json")
+            except ValueError:
+                before = None
+            if isinstance(before, dict):
+                version["earlier"] = before.pop("earlier", []) + [before]
+        write_json(self / "version.json", version)
 
     def params(self) -> dict:
         p = self / "params.yaml"
