@@ -12,7 +12,8 @@
 #   speed      bench/speed.py: the three input paths, the hardware options, and solo 200-epoch runs of the eager,
 #              fast, fast + bf16 and bound paths (seconds_200_epochs, measured)
 #   fastacc    the fast path's own 200-epoch TDE at ratio 100 (seed 0)
-#   campaign   bench/campaign.py run --device cuda --jobs $JOBS: the manifest's unfinished rows
+#   campaign   bench/campaign.py run --device cuda --jobs $JOBS: the manifest's unfinished rows, recorded under
+#              $OUT/campaign_e200 beside a copy of the rows already recorded
 #   notebooks  `papermill notebooks/train.ipynb ... -p dataset cifar10_lt` on the fast path, then the explorer and
 #              the direction notebook on its run dir
 # Results go to $OUT (default bench/out/gpu): JSON, markdown and logs, with machine.txt naming the GPU.
@@ -47,8 +48,11 @@ fastacc() {
     --out "$OUT/fast_r100" --ratios 100 --seeds 0 --heads causal_norm --set fast_step=true 2>&1 | tail -20
 }
 
-campaign() {
-  $PY bench/campaign.py run --data-root "$CIFAR" --device "$DEVICE" --jobs "$JOBS" 2>&1 | tee "$OUT/campaign.log"
+campaign() {   # records into $OUT as each row finishes (a timed-out call keeps them), after the rows already
+  # recorded in the tree, which it skips; copy $OUT/campaign_e200 back over bench/results/campaign_e200
+  mkdir -p "$OUT/campaign_e200" && cp -rn bench/results/campaign_e200/. "$OUT/campaign_e200/"
+  $PY bench/campaign.py run --data-root "$CIFAR" --device "$DEVICE" --jobs "$JOBS" \
+    --results "$OUT/campaign_e200" 2>&1 | tee "$OUT/campaign.log"
 }
 
 notebooks() {
