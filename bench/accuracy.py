@@ -92,12 +92,11 @@ def run_rows(metrics: dict, *, dataset: str, ratio: float, seed: int, seconds: f
             entries.append((name, "val", e["val"]["strength"], e["val"]["metrics"]))
     rows = []
     for method, how, strength, met in entries:
-        rows.append({"dataset": dataset, "ratio": ratio, "head": head, "loss": loss, "method": method, "how": how,
-                     "strength": strength,
-                     "name": row_name(head, method, strength, "val" if how == "val" else "", loss=loss),
-                     "seed": seed, "paper": None, "metrics": {k: met[k] for k in ("many", "medium", "few", "overall")},
-                     "head_tail": met["head_tail"], "seconds": seconds, "run_dir": run_dir})
-        rows[-1]["paper"] = published(rows[-1])
+        row = {"dataset": dataset, "ratio": ratio, "head": head, "loss": loss, "method": method, "how": how,
+               "strength": strength, "name": row_name(head, method, strength, "val" if how == "val" else "", loss=loss),
+               "seed": seed, "metrics": {k: met[k] for k in ("many", "medium", "few", "overall")},
+               "head_tail": met["head_tail"], "seconds": seconds, "run_dir": run_dir}
+        rows.append({**row, "paper": published(row)})
     return rows
 
 

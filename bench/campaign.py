@@ -378,8 +378,7 @@ def main(argv=None) -> None:
                 procs.append(subprocess.Popen(cmd, env=env))
                 time.sleep(20)           # the first worker takes (locks) the first row; the next one skips it
             sys.exit(max(p.wait() for p in procs))
-        if c.recorded_rows():
-            c.table()          # a kill between a row's record and its table leaves the tables one row behind
+        c.table()              # a kill between a row's record and its table leaves the tables one row behind
         n = 0
         for row in c.m["rows"]:
             if c.state(row)[0] == "done":
@@ -387,8 +386,9 @@ def main(argv=None) -> None:
             print(f"{row['name']}: {'resume' if c.state(row)[0] == 'partial' else 'start'}", flush=True)
             if c.run_row(row, args.data_root, args.device):
                 n += 1
-                if args.readme and c.headline():
-                    print(f"wrote {write_between(ROOT / 'README.md', HEADLINE_MARKERS, c.headline())}", flush=True)
+                table = c.headline() if args.readme else None
+                if table:
+                    print(f"wrote {write_between(ROOT / 'README.md', HEADLINE_MARKERS, table)}", flush=True)
                 if args.max_rows and n >= args.max_rows:
                     break
         print(c.status())
