@@ -139,7 +139,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
                    f"{pct(m['medium'])} | {pct(m['few'])} | {pct(m['overall'])} | {pct(ht['head'])} | "
                    f"{pct(ht['tail'])} | {r['paper'] or '–'} | {r['seconds']:.0f} |")
     out += ["", "many: >100 training images, few: <20 (CIFAR-10-LT has no few-shot class: '–'); head / tail: the "
-            "classes above / below the median training count. Published numbers are their sources' (200 epochs, "
+            "classes above / at or below the median training count. Published numbers are their sources' (200 epochs, "
             "other subsets and codebases: docs/results.md); 'Menon et al., tau chosen on test' is their best tau, "
             "chosen on the test set. Test-chosen strengths are in each run's metrics.json as 'for reading, chosen "
             "on test'."]

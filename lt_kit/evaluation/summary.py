@@ -206,7 +206,7 @@ def table_rows(metrics: dict) -> list[tuple[str, dict]]:
 
 def format_rows(rows: list[tuple[str, dict]], thresholds: dict, notes: tuple[str, ...] = ()) -> str:
     """Rows of (name, metrics) as a table in percent: many, medium, few, overall as the reference prints them,
-    then head / tail (classes above / below the median training count)."""
+    then head / tail (classes above / at or below the median training count)."""
     def pct(v):
         return "   -  " if v != v else f"{100 * v:6.2f}"
     width = max(30, max(len(n) for n, _ in rows) + 2)
@@ -215,8 +215,8 @@ def format_rows(rows: list[tuple[str, dict]], thresholds: dict, notes: tuple[str
     for name, m in rows:
         vals = [m[k] for k in cols[:4]] + [m.get("head_tail", {}).get(k, float("nan")) for k in cols[4:]]
         lines.append(f"{name:<{width}}" + "".join(f"{pct(v):>9}" for v in vals))
-    lines.append(f"(many: >{thresholds['many']} training images, few: <{thresholds['few']}; head/tail: above/below "
-                 "the median training count; '-' = no class in that split)")
+    lines.append(f"(many: >{thresholds['many']} training images, few: <{thresholds['few']}; head/tail: above / at "
+                 "or below the median training count; '-' = no class in that split)")
     return "\n".join([*lines, *notes])
 
 
