@@ -253,7 +253,7 @@ class Campaign:
                 "version": metas[-1]["version"], "val_per_class": 50, "rows": metas}
         groups = compare_runs([str(self.results / "runs" / m["row"]) for m in metas])
         md = markdown(rows, meta).replace("Validation split:",
-                                          "Validation split (rows 1-6; rows named *_noval have none):") + \
+                                          "Validation split (every row but those named *_noval):") + \
             "\n## Mean ± sample sd over seeds (`python -m lt_kit compare`)\n\n" + groups.markdown() + \
             "\n## Rows\n\n" + "\n".join(f"- {m['row']}: {m['wall_seconds'] / 3600:.2f} h of training on {m['machine']} "
                                          f"({m['device']}, bf16={m['bf16']}), finished {m['finished']}"
