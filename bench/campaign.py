@@ -73,7 +73,7 @@ def load_manifest(path: Path) -> dict:
             raise SystemExit(f"{path}: row name {r['name']!r} appears twice")
         seen.add(r["name"])
         rows.append({"name": r["name"], "params": r.get("params", d.get("params")),
-                     "set": {**d.get("set", {}), **r.get("set", {})}})
+                     "set": {**d.get("set", {}), **r.get("set", {})}, "headline": r.get("headline", True)})
     return {"name": m["name"], "rows": rows, "path": Path(path), "defaults": d}
 
 
@@ -271,7 +271,9 @@ class Campaign:
         groups), with the published 200-epoch figure beside it. None before any such row is recorded."""
         recs = self.recorded_rows()
         ratio = self.m.get("defaults", {}).get("set", {}).get("imbalance_ratio")      # the manifest's own
-        recs = [r for r in recs if r["meta"]["val_per_class"] and ratio in (None, r["meta"]["ratio"])]
+        shown = {r["name"] for r in self.m["rows"] if r["headline"]}          # not the precision experiments
+        recs = [r for r in recs if r["meta"]["val_per_class"] and ratio in (None, r["meta"]["ratio"])
+                and r["meta"]["row"] in shown]
         if not recs:
             return None
         by_row = {r["meta"]["row"]: r for r in recs}
