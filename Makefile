@@ -13,8 +13,8 @@ $(BIN)/.installed: pyproject.toml
 .PHONY: demo test install clean screenshots
 install: $(BIN)/.installed
 
-demo: $(BIN)/.installed  ## train + evaluate on the embedded digits data, print the table (CPU, ~1 min)
-	$(BIN)/python -m lt_kit train --params params/digits_lt.yaml --run-dir runs/demo --overwrite
+demo: $(BIN)/.installed  ## the embedded digits on 5 seeds: mean ± sd of every method (CPU, a few minutes)
+	$(BIN)/python -m lt_kit demo
 
 test: $(BIN)/.installed  ## lint, then the whole test suite (CPU; installs Chromium for the browser test if missing)
 	$(BIN)/ruff check lt_kit tests bench notebooks scripts

@@ -14,11 +14,13 @@ work tree so that a fresh clone on the same machine resumes it), trained by ``lt
 the epoch in flight (checkpoints and results are written atomically). A missing run dir starts its row over.
 
 A finished row is *recorded* under ``bench/results/<name>/``: ``rows/<row>.json`` (the method rows, seed,
-device, machine, wall seconds) and ``runs/<row>/`` (the run's params, metrics, history, subset and the
-evaluated weights, about 2 MB, from which every feature cache and post-hoc method can be rebuilt; git ignores
-them: weights stay out of the repository, on the machine that ran the row). A recorded row
-is never run again. After each one the grouped table is rebuilt through ``lt_kit compare`` on the recorded runs:
-``<name>.json`` and ``<name>.md``.
+device, machine, wall seconds) and ``runs/<row>/`` (the run's params, metrics, history, subset and its evaluated
+weights ``evaluated.pt``: the model alone, no optimiser state, about 2 MB for ResNet-32), all committed. The feature
+caches are not recorded: ``python -m lt_kit test --run-dir <a copy of runs/<row>> --data-root $CIFAR`` rebuilds them
+from the weights and the data and gives the row's recorded metrics again (``test`` writes its caches and a log
+line into the run dir it scores, hence the copy). A recorded row is never run again; a finished but unrecorded run
+is recorded only while its manifest row still names the parameters it ran with. After each one the grouped table is
+rebuilt through ``lt_kit compare`` on the recorded runs: ``<name>.json`` and ``<name>.md``.
 
 ``stash`` copies each partial row's run dir (checkpoint included) into ``bench/results/<name>/partial/`` (ignored by
 git: checkpoints stay out of the repository) so that it can be carried to a machine that lacks ``--runs``; ``run``
@@ -45,16 +47,21 @@ sys.path.insert(0, str(ROOT / "bench"))
 from accuracy import machine, markdown, published, run_rows  # noqa: E402
 
 from lt_kit import compare_runs, fit  # noqa: E402
-from lt_kit.config import load_params_file, resolve  # noqa: E402
+from lt_kit.config import DEFAULTS, load_params_file, resolve  # noqa: E402
 from lt_kit.errors import LtKitError  # noqa: E402
 from lt_kit.evaluation.summary import row_name  # noqa: E402
+from lt_kit.methods import chosen_by  # noqa: E402
 from lt_kit.runs.lock import RunLock  # noqa: E402
 from lt_kit.runs.rundir import atomic_write_bytes, write_json  # noqa: E402
 from lt_kit.training.build import resolve_device  # noqa: E402
 from lt_kit.training.score import run_summary  # noqa: E402
 
 RECORDED_FILES = ("params.yaml", "metrics.json", "history.json", "version.json", "subset.json", "subset_indices.npy",
-                  "val_indices.npy", "log.txt", "evaluated.pt")
+                  "val_indices.npy", "log.txt")      # and evaluated.pt, the model alone (record_weights)
+# Settings that differ from machine to machine without changing a row: where the data lies, the device, the loader's
+# workers, whether CIFAR may be downloaded. A finished run is checked against its manifest row on everything else.
+MACHINE_KEYS = ("data_root", "device", "num_workers", "download")
+WEIGHT_KEYS = ("format", "model", "epoch", "signature")      # what evaluated.pt holds: no optimiser state
 
 
 def _rel(p: Path) -> str:
@@ -80,6 +87,31 @@ def load_manifest(path: Path) -> dict:
 def row_params(row: dict, data_root: str, device: str) -> dict:
     preset = load_params_file(ROOT / "params" / f"{row['params']}.yaml") if row["params"] else {}
     return resolve({**preset, **row["set"], "data_root": data_root, "device": device}, f" (campaign row {row['name']})")
+
+
+def manifest_drift(row_p: dict, run_p: dict) -> list[str]:
+    """``key: manifest X, run Y`` for every parameter where a manifest row's resolved parameters and its run's
+    ``params.yaml`` differ, ``MACHINE_KEYS`` aside (and bf16 where the row leaves it to ``auto``, which each run
+    resolves for its device). A key the run's params.yaml lacks counts at its default, which that run used."""
+    def get(d, k):
+        return d[k] if k in d else DEFAULTS.get(k)
+    skip = {*MACHINE_KEYS, *(("bf16",) if row_p.get("bf16") == "auto" else ())}
+    keys = sorted(k for k in set(row_p) | set(run_p) if k not in skip and get(row_p, k) != get(run_p, k))
+    return [f"{k}: manifest {get(row_p, k)!r}, run {get(run_p, k)!r}" for k in keys]
+
+
+def record_weights(run: Path, dest: Path) -> None:
+    """The run's evaluated weights into ``dest`` as the model alone (``WEIGHT_KEYS``, no optimiser state), so
+    the recorded run dir stays small enough to commit and ``lt_kit test`` rebuilds its caches from it. A run from
+    an lt_kit before ``evaluated.pt`` evaluated its last epoch: ``checkpoint.pt``'s model is those weights."""
+    src = run / "evaluated.pt"
+    if not src.is_file():
+        src = run / "checkpoint.pt"
+        if not src.is_file() or yaml.safe_load((run / "params.yaml").read_text()).get("select_best"):
+            raise LtKitError(f"{run} has no evaluated.pt, the weights its metrics come from, so the row cannot be "
+                             f"recorded with them; move {run} away and run the campaign again to retrain the row")
+    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    atomic_write_bytes(dest / "evaluated.pt", lambda f: torch.save({k: ckpt[k] for k in WEIGHT_KEYS if k in ckpt}, f))
 
 
 HEADLINE_MARKERS = ("<!-- campaign-headline:start (bench/campaign.py headline --readme) -->",
@@ -165,8 +197,9 @@ class Campaign:
         run = self.run_dir(row)
         resume = (run / "checkpoint.pt").is_file() and not (run / "metrics.json").is_file()
         try:
-            if (run / "metrics.json").is_file():
-                metrics = json.loads((run / "metrics.json").read_text())     # finished but not yet recorded
+            if (run / "metrics.json").is_file():                    # finished but not yet recorded
+                self.check_manifest(row, params)
+                metrics = json.loads((run / "metrics.json").read_text())
             else:
                 metrics = fit(params, run, resume=resume, overwrite=not resume, progress=False)
         except LtKitError as e:
@@ -180,6 +213,16 @@ class Campaign:
         self.record(row, metrics, params)
         return True
 
+    def check_manifest(self, row: dict, params: dict) -> None:
+        """Refuse to record a finished run under a manifest row that changed while it ran (the record would pair
+        one recipe's results with another's settings); ``params``: the row's, resolved (``row_params``)."""
+        run = self.run_dir(row)
+        drift = manifest_drift(params, yaml.safe_load((run / "params.yaml").read_text()) or {})
+        if drift:
+            raise LtKitError(f"row {row['name']}: the manifest row no longer names the parameters its finished run "
+                             f"{run} ran with ({'; '.join(drift)}); restore the row in {_rel(self.m['path'])} to "
+                             f"record the run, or move {run} away to train the row again")
+
     def record(self, row: dict, metrics: dict, params: dict) -> None:
         run = self.run_dir(row)
         hist = json.loads((run / "history.json").read_text())
@@ -189,6 +232,7 @@ class Campaign:
         for f in RECORDED_FILES:
             if (run / f).is_file():
                 shutil.copy2(run / f, dest / f)
+        record_weights(run, dest)
         write_json(dest / "metrics.json", metrics)     # what the rows say (recomputed for an older row's run)
         p = yaml.safe_load((dest / "params.yaml").read_text())     # where this machine keeps CIFAR is no part
         p["data_root"] = "DIR"                                      # of the result
@@ -295,16 +339,16 @@ class Campaign:
                 if how == "val" or method is None:
                     name = name.split(" (")[0]
                 shown = "–" if method is None else ", ".join(f"{v:g}" for v in strengths)
-                out.append(f"| {name} | {dict(rule='paper rule', val='val split').get(how, '–')} | {shown} | "
+                out.append(f"| {name} | {chosen_by(method, how)} | {shown} | "
                            f"{_seeds_str(g.seeds)} | " + " | ".join(pct(*st[k]) for k in
                                                                    ("many", "medium", "overall", "head", "tail"))
                            + f" | {paper or '–'} |")
-        ms = [r["meta"] for r in recs]
+        ms = [by_row[r.path.name]["meta"] for g in comp.groups for r in g.runs]     # the runs the table shows
         machines = "; ".join(sorted({f"{m['machine']} ({m['device']})" for m in ms}))
         precision = " and ".join(sorted({"bf16" if m["bf16"] in (True, "true") else "float32" for m in ms}))
         epochs = "/".join(sorted({str(m["epochs"]) for m in ms}))
         out += ["", f"{ms[0]['dataset']} ratio {ms[0]['ratio']:g}, the manifest's recipe ({epochs} epochs), "
-                    f"{precision}; {len(recs)} recorded run(s) on {machines}. Percent over the test set: mean ± "
+                    f"{precision}; {len(ms)} recorded run(s) on {machines}. Percent over the test set: mean ± "
                     "sample sd over the seeds listed (one seed: no sd). "
                     f"{ms[0]['val_per_class']} images per class were held out of the training pool for the validation "
                     "split before the subset was drawn (at CIFAR-10 scale the head class then has "

@@ -1,6 +1,6 @@
 """lt_kit: a notebook-first workbench for long-tailed classification with Causal-TDE
 (Tang, Huang, Zhang, NeurIPS 2020)."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from lt_kit.config import DEFAULTS, PARAMS, resolve
 from lt_kit.data.datasets import DATASETS, long_tail_counts, long_tail_indices

@@ -4,7 +4,9 @@ and what the CLI tells a user: the parameter table a data set resolves to, where
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,33 @@ from lt_kit.errors import LtKitError, on_every_rank
 from lt_kit.runs.guard import env_rank
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params"     # the presets of a source checkout
+PIPE_CLOSED_STATUS = 141         # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
+
+
+class ReaderGone(Exception):
+    """stdout's reader went away (``| head``): the output was not wanted further, not an error."""
+
+
+@contextmanager
+def to_stdout():
+    """A block that prints to stdout, flushed before it ends: a closed pipe raises :class:`ReaderGone` here,
+    inside ``main``, rather than a BrokenPipeError traceback at the print or at the interpreter's exit."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise ReaderGone from None
+
+
+def silence_stdout() -> None:
+    """Point stdout's file descriptor at devnull, so the interpreter's last flush of what is still buffered
+    cannot meet the closed pipe again ("Exception ignored ... BrokenPipeError")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):    # no real descriptor (a captured stdout): nothing left to flush into a pipe
+        pass
 
 
 def preset_path(name: str) -> str:
@@ -108,6 +137,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--device", help="override the run's device")
     e.add_argument("--data-root", help="where the run's data lies on this machine, when a feature cache must be "
                    "rebuilt (default: the run's own data_root)")
+    d = sub.add_parser("demo", help="the embedded digits recipe on several seeds: mean ± sd of every method, and "
+                       "each seed's gain of TDE and logit adjustment over De-confound (make demo)")
+    d.add_argument("--run-dir", default="runs/demo", help="the seeds' runs go into RUN_DIR/seed<N> (default runs/demo)")
+    d.add_argument("--seeds", type=int, default=5, help="how many seeds, 0 to N-1 (default 5)")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one parameter")
     pp = sub.add_parser("params", help="every parameter: the value a data set's recipe resolves it to, and its help")
     pp.add_argument("--dataset", help="show this data set's recipe (default: the default data set, digits_lt)")
     c = sub.add_parser("compare", help="group run dirs by configuration: mean and spread over seeds")
@@ -127,11 +161,19 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.cmd == "params":
-            print(params_table(args.dataset))
+            table = params_table(args.dataset)
+            with to_stdout():
+                print(table)
+            return 0
+        if args.cmd == "demo":
+            from lt_kit.demo import demo
+            with to_stdout():                # each seed's line as it finishes, then the table
+                print(demo(args.run_dir, range(args.seeds), parse_sets(args.set), say=lambda s: print(s, flush=True)))
             return 0
         if args.cmd == "compare":
             from lt_kit.views.report import compare_command
-            return compare_command(args)
+            with to_stdout():        # it prints the table (or markdown / CSV) and what it wrote
+                return compare_command(args)
         from lt_kit.evaluation.summary import format_table
         from lt_kit.training.fit import fit
         from lt_kit.training.score import format_test, score_run
@@ -154,12 +196,18 @@ def main(argv: list[str] | None = None) -> int:
             result = score_run(args.run_dir, method=args.method, strength=args.strength, alpha=args.alpha,
                                checkpoint=args.checkpoint, device=args.device, overrides=sets,
                                data_root=args.data_root)
-            print(format_test(result))
-            print(f"run dir: {args.run_dir} (appended to evaluations.jsonl; metrics.json is the run's own result)")
+            with to_stdout():
+                print(format_test(result))
+                print(f"run dir: {args.run_dir} (appended to evaluations.jsonl; metrics.json is the run's own "
+                      "result)")
             return 0
-        print(format_table(metrics))
-        print(f"run dir: {args.run_dir}")
+        with to_stdout():               # the run is written by now: a closed pipe only loses this table
+            print(format_table(metrics))
+            print(f"run dir: {args.run_dir}")
         return 0
+    except ReaderGone:
+        silence_stdout()
+        return PIPE_CLOSED_STATUS
     except LtKitError as e:
         if env_rank() == 0 or not e.every_rank:          # one line, once (rank 0) when every rank has it
             print(f"error: {e}" if env_rank() == 0 else f"error (rank {env_rank()}): {e}", file=sys.stderr)

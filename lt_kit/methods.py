@@ -12,8 +12,12 @@ tests read these tables; adding a method is one entry here (plus its maths in it
   validation split chooses from, and ``prepare(cache) -> logits(strength)`` that precomputes what it can, so
   one strength costs milliseconds. Strength 0 of every method is the head's own logits.
 - A **two-stage method** (``DECOUPLED``: cRT, LWS) fits a classifier on the cached training features with
-  class-balanced sampling and scores any cache; it has no strength (a fixed rule, and an epoch chosen on the
-  validation split).
+  class-balanced sampling and scores any cache; it has no strength. Its two rows: the last epoch's classifier
+  (lt_kit's fixed rule) and, with a validation split, the epoch best on it (the authors' procedure).
+
+Every method names its two rows for the "chosen by" column of the tables (``rule_label``, ``val_label``;
+:func:`chosen_by`): a post-hoc method's fixed strength is its paper's rule, a two-stage method's last epoch is
+lt_kit's own rule (Kang et al.'s code keeps the epoch best on validation data and scores that one).
 """
 from __future__ import annotations
 
@@ -43,6 +47,8 @@ class PostHoc:
     prepare: Callable[[object], Callable[[float], Tensor]]
     refused: dict[str, str] = field(default_factory=dict)    # head -> why the method does not apply to it
     grid_step: float = 0.05
+    rule_label: str = "paper rule"              # "chosen by" of the row at the fixed strength
+    val_label: str = "val split"                # "chosen by" of the row at the validation-chosen strength
 
     def grid(self) -> np.ndarray:
         n = int(round(self.grid_max / self.grid_step))
@@ -103,15 +109,21 @@ POSTHOC: dict[str, PostHoc] = {m.name: m for m in [
 class Decoupled:
     """A two-stage method (Kang et al.): it fits a classifier on the training-feature cache
     (``train_features.pt``) with class-balanced sampling, then gives logits on any cache
-    (``evaluation/decoupled.py``). It has no strength: a fixed rule (the last epoch of the authors' schedule) and,
-    with a validation split, the epoch best on it. ``keys`` are its parameters in ``config.PARAMS``."""
+    (``evaluation/decoupled.py``). It has no strength: lt_kit's fixed rule scores the last epoch's classifier;
+    with a validation split, the epoch best on it is scored too, which is the authors' procedure
+    (classifier-balancing's ``run_networks.py`` keeps the best validation epoch's weights and tests those).
+    ``keys`` are its parameters in ``config.PARAMS``; the rows' "how" text is built from the values that ran
+    (:meth:`how`), since data sets differ (iNaturalist: cRT 30 epochs, weight decay 1e-4; Places-LT: lr 0.1 at
+    batch 256)."""
     name: str
     label: str
     heads: tuple[str, ...]
     keys: tuple[str, ...]                       # (epochs, lr, batch size, weight decay) parameter names
-    rule_text: str
+    what: str                                   # what it fits, and whose method it is (no settings: see how())
     refused: dict[str, str] = field(default_factory=dict)
     strength: str = "epoch"                     # what its validation split chooses
+    rule_label: str = "last epoch (lt_kit rule)"            # "chosen by" of the last-epoch row
+    val_label: str = "val split (authors' procedure)"       # "chosen by" of the validation-chosen epoch's row
 
     def hyper(self, params: dict) -> dict:
         """Its settings from a run's parameters (defaults: the authors' configs), as ``epochs``, ``lr``, ``batch``,
@@ -120,15 +132,38 @@ class Decoupled:
         return {short: params.get(k, DEFAULTS[k])
                 for short, k in zip(("epochs", "lr", "batch", "weight_decay"), self.keys)}
 
+    def how(self, hyper: dict, which: str) -> str:
+        """The ``how`` text of its ``which`` row ("rule" or "val") in ``metrics.json``, from the settings that
+        ran (``hyper``, as :meth:`hyper` gives them)."""
+        chosen = {"rule": "the last epoch's classifier (lt_kit's fixed rule)",
+                  "val": "the epoch with the best overall accuracy on the validation split, first of ties (the "
+                         "authors' procedure)"}[which]
+        return f"{self.what}; {settings_text(hyper)}; {chosen}"
+
+
+def settings_text(hyper: dict) -> str:
+    """A second stage's settings as they ran: ``10 epochs, lr 0.2, batch 512, weight decay 0.0005, cosine``."""
+    return (f"{hyper['epochs']:g} epochs, lr {hyper['lr']:g}, batch {hyper['batch']:g}, "
+            f"weight decay {hyper['weight_decay']:g}, cosine")
+
 
 DECOUPLED: dict[str, Decoupled] = {m.name: m for m in [
     Decoupled("crt", "cRT", tuple(HEADS), ("crt_epochs", "crt_lr", "crt_batch_size", "crt_weight_decay"),
               "a new linear classifier (with bias) re-trained on the frozen backbone's features, class-balanced "
-              "(Kang et al., ICLR 2020; their cls_crt.yaml: 10 epochs, lr 0.2, batch 512, cosine)"),
+              "(Kang et al., ICLR 2020)"),
     Decoupled("lws", "LWS", tuple(HEADS), ("lws_epochs", "lws_lr", "lws_batch_size", "lws_weight_decay"),
-              "the head kept, one learned scale per class on its logits, class-balanced (Kang et al., ICLR 2020; "
-              "their cls_lws.yaml: 5 epochs, lr 0.2, batch 512, cosine)"),
+              "the head kept, one learned scale per class on its logits, class-balanced (Kang et al., ICLR 2020)"),
 ]}
+
+
+def chosen_by(method: str | None, how: str) -> str:
+    """The "chosen by" cell of a result row: ``method`` (None: the head's own logits) and ``how`` ("rule", "val"
+    or ""), in the method's own words: "paper rule" / "val split" for a post-hoc method, "last epoch (lt_kit
+    rule)" / "val split (authors' procedure)" for a two-stage one; "–" for a row with nothing chosen."""
+    m = POSTHOC.get(method) or DECOUPLED.get(method)
+    if m is None or how not in ("rule", "val"):
+        return "–"
+    return m.rule_label if how == "rule" else m.val_label
 
 
 def decoupled_for(head: str) -> list[Decoupled]:

@@ -3,6 +3,8 @@ uninterrupted result, a recorded row never runs again, a lost run dir starts ove
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -72,6 +74,10 @@ def test_rows_record_in_order_and_never_run_again(tmp_path, monkeypatch):
     lines = [ln for ln in head.splitlines() if ln.startswith("| ") and "---" not in ln][1:]
     assert any(ln.startswith("| De-confound-TDE (a=1) | paper rule |") for ln in lines)
     assert any(ln.startswith("| Softmax + logit adj. | val split |") for ln in lines)
+    # cRT / LWS: the last epoch is lt_kit's rule, the validation-chosen epoch the authors' procedure
+    assert any(ln.startswith("| Softmax + cRT (epoch=10) | last epoch (lt_kit rule) |") for ln in lines)
+    assert any(ln.startswith("| Softmax + cRT | val split (authors' procedure) |") for ln in lines)
+    assert not any("| paper rule |" in ln for ln in lines if "cRT" in ln or "LWS" in ln)
     assert len(lines) == sum(len(json.loads(f.read_text())["rows"]) for f in (tmp_path / "res" / "rows").iterdir())
     assert (tmp_path / "res" / "headline.md").read_text().endswith(head)
     (tmp_path / "res" / "headline.md").unlink()            # killed between a row's record and its tables:
@@ -151,6 +157,101 @@ def test_a_lost_run_dir_starts_over_and_a_stash_resumes(tmp_path, monkeypatch):
     epochs_run.clear()
     _run(tmp_path)                                   # no run dir, no stash, no record: the row starts over
     assert epochs_run == [1, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def recorded_row(tmp_path_factory) -> Path:
+    """A campaign folder (manifest, runs/, res/) whose one row, causal_s0, is trained and recorded; tests copy it."""
+    base = tmp_path_factory.mktemp("camp")
+    _campaign(base, ROWS[:1])
+    _run(base)
+    return base
+
+
+def test_a_finished_run_is_recorded_only_under_the_manifest_row_it_ran(recorded_row, tmp_path):
+    """Killed between its fit and its record, a row is recorded on the next run; if its manifest row changed
+    meanwhile, the run is refused with both values named, and what differs per machine does not count."""
+    shutil.copytree(recorded_row, tmp_path, dirs_exist_ok=True)
+    (tmp_path / "res" / "rows" / "causal_s0.json").unlink()          # finished, not recorded
+    changed = _campaign(tmp_path, [{"name": "causal_s0", "set": {"head": "causal_norm", "seed": 0, "lr": 0.1}}])
+    with pytest.raises(campaign.LtKitError) as e:
+        changed.run_row(changed.m["rows"][0], str(tmp_path / "data"), "cpu")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("row causal_s0: the manifest row no longer names the parameters")
+    assert "(lr: manifest 0.1, run 0.05)" in msg and "restore the row in" in msg and "manifest.yaml" in msg
+    assert msg.endswith(f"or move {tmp_path / 'runs' / 'causal_s0'} away to train the row again")
+    assert not (tmp_path / "res" / "rows" / "causal_s0.json").exists()
+    assert campaign.manifest_drift({"bf16": "auto", "seed": 1}, {"bf16": True}) == ["seed: manifest 1, run 0"]
+    # another data root, device and loader workers: the same row on another machine, recorded
+    same = _campaign(tmp_path, [{"name": "causal_s0", "set": {"head": "causal_norm", "seed": 0, "num_workers": 2}}])
+    assert same.run_row(same.m["rows"][0], str(tmp_path / "elsewhere"), "auto")
+    assert same.state(same.m["rows"][0])[0] == "done"
+
+
+def test_the_headline_footer_counts_the_runs_its_table_shows(recorded_row, tmp_path):
+    """A row kept out of the headline (headline: false) and a recorded row compare cannot read are not counted,
+    nor is their machine named."""
+    shutil.copytree(recorded_row, tmp_path, dirs_exist_ok=True)
+    res = tmp_path / "res"
+    rec = json.loads((res / "rows" / "causal_s0.json").read_text())
+    for name in ("causal_s0_bf16", "causal_s0_lost"):                # recorded copies of the row, on other machines
+        shutil.copytree(res / "runs" / "causal_s0", res / "runs" / name)
+        meta = {**rec["meta"], "row": name, "machine": f"MACHINE-{name}"}
+        (res / "rows" / f"{name}.json").write_text(json.dumps({**rec, "meta": meta}))
+    (res / "runs" / "causal_s0_lost" / "metrics.json").unlink()      # compare skips it: not in the table
+    c = _campaign(tmp_path, [*ROWS[:1], {"name": "causal_s0_bf16", "headline": False, "set": {"seed": 0}},
+                             {"name": "causal_s0_lost", "set": {"seed": 0}}])
+    head = c.headline()
+    assert "; 1 recorded run(s) on " in head and "MACHINE-" not in head
+    assert all(" | 0 | " in ln for ln in head.splitlines() if ln.startswith("| ") and "---" not in ln
+               and not ln.startswith("| method"))                                   # seeds: 0, once
+
+
+def test_a_recorded_row_keeps_its_weights_and_test_gives_its_metrics_again(tmp_path, capsys):
+    """The recorded run dir holds the model alone (no optimiser state, small enough to commit) and params.yaml
+    with data_root DIR; with everything else gone, `lt_kit test --run-dir <it> --data-root <the data>` rebuilds
+    the caches and gives every recorded metric again, bit for bit (same machine)."""
+    from conftest import write_cifar
+
+    from lt_kit.cli import main
+    from lt_kit.evaluation.summary import rule_metrics
+    write_cifar(tmp_path / "data")
+    _campaign(tmp_path, [{"name": "cifar_s0", "params": "cifar10_lt_resnet32",
+                          "set": {"epochs": 2, "warmup_epochs": 1, "milestones": [1], "batch_size": 16,
+                                  "imbalance_ratio": 10, "seed": 0}}])
+    _run(tmp_path)
+    kept = Path(shutil.copytree(tmp_path / "res" / "runs" / "cifar_s0", tmp_path / "kept"))
+    for gone in ("runs", "res"):                             # the machine's run dir, the caches, the row record
+        shutil.rmtree(tmp_path / gone)
+    weights = torch.load(kept / "evaluated.pt", map_location="cpu", weights_only=True)
+    assert set(weights) == set(campaign.WEIGHT_KEYS) and (kept / "evaluated.pt").stat().st_size < 3_000_000
+    assert yaml.safe_load((kept / "params.yaml").read_text())["data_root"] == "DIR"
+    assert not list(kept.glob("*features.pt")) and not (kept / "checkpoint.pt").exists()
+    if (ROOT / ".git").exists() and shutil.which("git"):    # committed: git does not ignore a recorded row's weights
+        probe = "bench/results/campaign_e200/runs/r100_causal_norm_s0/evaluated.pt"
+        assert subprocess.run(["git", "check-ignore", "-q", probe], cwd=ROOT).returncode == 1
+    recorded = json.loads((kept / "metrics.json").read_text())
+    calls = [(["--alpha", "0"], recorded["softmax"]), ([], recorded["tde"])]
+    for name, e in recorded["methods"].items():
+        if "rule" not in e:
+            continue
+        if e.get("kind") == "two-stage":                     # re-fitted on the rebuilt training cache
+            calls.append((["--method", name], e["rule"]["metrics"]))
+            continue
+        calls.append((["--method", name], rule_metrics(recorded, name)))
+        if e.get("val"):
+            calls.append((["--method", name, "--strength", repr(e["val"]["strength"])], e["val"]["metrics"]))
+    assert any(e.get("kind") == "two-stage" for e in recorded["methods"].values()) and len(calls) >= 7
+    for args, _ in calls:
+        assert main(["test", "--run-dir", str(kept), "--data-root", str(tmp_path / "data"), *args]) == 0, \
+            capsys.readouterr().err
+    assert (kept / "features.pt").is_file() and (kept / "val_features.pt").is_file()       # rebuilt from the data
+    got = [json.loads(ln) for ln in (kept / "evaluations.jsonl").read_text().splitlines()]
+    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)   # noqa: E731 (NaN too)
+    for (args, want), line in zip(calls, got, strict=True):
+        assert same(line["metrics"], want), args
+        if line["method"] in ("crt", "lws") and recorded["methods"][line["method"]].get("val"):
+            assert same(line["val"]["metrics"], recorded["methods"][line["method"]]["val"]["metrics"]), args
 
 
 def test_speed_takes_200_epoch_seconds_from_recorded_rows(tmp_path):

@@ -183,6 +183,27 @@ def test_a_repeated_seed_is_pointed_out(tmp_path):
     assert any("holds seed 0 more than once (copies of one run?)" in n for n in c.notes())
 
 
+def test_one_run_named_twice_counts_once(tmp_path, monkeypatch, capsys):
+    """Relative and absolute, through a symlink, matched by two globs: one folder is one seed, the first name is
+    kept and a note says which names were dropped; two copies of a run (two folders) stay a warning."""
+    make_run(tmp_path / "runs" / "s0", seed=0, acc=(0.9, 0.8, 0.8, 0.4, 0.2))
+    make_run(tmp_path / "runs" / "s1", seed=1)
+    (tmp_path / "link").symlink_to(tmp_path / "runs" / "s0")
+    monkeypatch.chdir(tmp_path)
+    named = ["runs/s0", str(tmp_path / "runs" / "s0"), "runs/s1", "link", "runs/*", "runs/s*"]
+    c = compare_runs(named, strict=True)                               # a note, not an error under strict
+    assert [g.seeds for g in c.groups] == [[0, 1]] and [str(r.path) for r in c.groups[0].runs] == ["runs/s0", "runs/s1"]
+    assert c.groups[0].stats("softmax")["medium"] == pytest.approx((2, 0.75, math.sqrt(0.005)))
+    note = next(n for n in c.notes() if n.startswith("named more than once, counted once"))
+    for part in (f"{tmp_path / 'runs' / 's0'} (= runs/s0)", "link (= runs/s0)", "runs/s0 (named twice)",
+                 "runs/s1 (named twice)"):
+        assert part in note
+    assert not any("more than once (copies of one run?)" in n for n in c.notes())
+    assert main(["compare", *named]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"digits_lt r20 causal_norm\s+softmax\s+2\s+0,1\s", out) and "named more than once" in out
+
+
 def test_ignore_lets_a_parameter_differ_inside_a_group(tmp_path):
     make_run(tmp_path / "r0", seed=0, weight_decay=5e-4)
     make_run(tmp_path / "r1", seed=1, weight_decay=1e-4)

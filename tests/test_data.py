@@ -106,3 +106,56 @@ def test_embedded_digits_are_real_and_split_balanced():
     assert train.images.shape[1:] == (3, 16, 16) and train.images.float().std() > 50
     d = load_tensor_dataset("digits_lt", "", imbalance_ratio=20, max_per_class=120, subset_seed=0)
     assert d["train_counts"] == [120, 86, 61, 44, 31, 22, 16, 11, 8, 6]
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network, as on an offline machine: every URL torchvision opens fails in name resolution. torchvision's
+    own download code runs otherwise (it creates data_root before it opens the URL)."""
+    import urllib.error
+    import urllib.request
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+
+
+def test_a_failed_download_leaves_no_folder_behind(tmp_path, offline):
+    root = tmp_path / "wrong" / "nested" / "data"
+    with pytest.raises(LtKitError) as e:
+        read_cifar("cifar10_lt", root, download=True)
+    msg = str(e.value)
+    assert "\n" not in msg and "could not download cifar10" in msg and "Temporary failure" in msg, msg
+    assert f"put cifar-10-batches-py/ in {root}" in msg, msg
+    assert list(tmp_path.iterdir()) == []            # nor wrong/ nor wrong/nested/: the call created them all
+
+
+def test_a_failed_download_keeps_a_folder_that_was_there(tmp_path, offline):
+    root = tmp_path / "data"
+    (root / "mine").mkdir(parents=True)              # the user's: an empty folder and a file beside it
+    (root / "notes.txt").write_text("keep")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for folder in (root, empty):
+        with pytest.raises(LtKitError, match="could not download cifar10"):
+            read_cifar("cifar10_lt", folder, download=True)
+    assert (root / "mine").is_dir() and (root / "notes.txt").read_text() == "keep" and empty.is_dir()
+    assert sorted(p.name for p in root.iterdir()) == ["mine", "notes.txt"]
+
+
+def test_a_download_cut_short_removes_its_partial_archive(tmp_path, monkeypatch):
+    """The network drops mid-file: the part of the archive written and the folder made for it both go."""
+    import urllib.error
+
+    from torchvision.datasets import utils as tvu
+
+    def cut_short(url, filename, chunk_size=1024):
+        with open(filename, "wb") as f:
+            f.write(b"\x1f\x8b partial")
+        raise urllib.error.URLError("Connection reset by peer")
+    monkeypatch.setattr(tvu, "_get_redirect_url", lambda url, max_hops=3: url)
+    monkeypatch.setattr(tvu, "_urlretrieve", cut_short)
+    root = tmp_path / "data"
+    with pytest.raises(LtKitError, match="Connection reset by peer"):
+        read_cifar("cifar10_lt", root, download=True)
+    assert not root.exists()

@@ -127,7 +127,7 @@ def test_every_head_takes_both_two_stage_methods_and_a_strength_is_refused():
         assert [m.name for m in decoupled_for(head)] == ["crt", "lws"]
     for m in DECOUPLED.values():
         assert m.hyper({}) == {"epochs": {"crt": 10, "lws": 5}[m.name], "lr": 0.2, "batch": 512, "weight_decay": 5e-4}
-        assert "Kang et al." in m.rule_text
+        assert "Kang et al." in m.what
         with pytest.raises(LtKitError, match="two-stage method with no strength"):
             get_method(m.name, "linear")
 
@@ -144,6 +144,73 @@ def test_the_second_stage_seeds_its_classifier_and_sampling_from_the_run_seed():
     torch.testing.assert_close(a, b)
     c = DecoupledFit("crt", cache, {**params, "seed": 4}).logits(cache)
     assert not torch.equal(a, c)
+
+
+def test_two_stage_rows_are_named_last_epoch_and_authors_procedure_post_hoc_keep_paper_rule():
+    """Kang et al.'s code scores the epoch best on validation data: that row is the authors' procedure, and the
+    last epoch's classifier is lt_kit's own rule, not the paper's. Post-hoc methods' fixed strengths stay the
+    paper's rule."""
+    from lt_kit.methods import POSTHOC, chosen_by
+    for name in DECOUPLED:
+        assert chosen_by(name, "rule") == "last epoch (lt_kit rule)"
+        assert chosen_by(name, "val") == "val split (authors' procedure)"
+    for name in POSTHOC:
+        assert (chosen_by(name, "rule"), chosen_by(name, "val")) == ("paper rule", "val split")
+    assert chosen_by(None, "") == "–" and chosen_by("tde", "") == "–"
+
+
+@pytest.mark.parametrize("dataset, expect", [
+    ("cifar10_lt", {"crt": "10 epochs, lr 0.2, batch 512, weight decay 0.0005", "lws": "5 epochs, lr 0.2, batch 512"}),
+    ("inat2018", {"crt": "30 epochs, lr 0.2, batch 512, weight decay 0.0001", "lws": "weight decay 0.0001"}),
+    ("places_lt", {"crt": "10 epochs, lr 0.1, batch 256", "lws": "5 epochs, lr 0.1, batch 256"}),
+])
+def test_the_how_text_names_the_settings_each_data_set_resolves_to(dataset, expect):
+    """The "how" of a two-stage row was one hard-coded ImageNet-LT sentence (10 epochs, lr 0.2, batch 512), wrong
+    for iNaturalist (cRT 30 epochs, weight decay 1e-4) and Places-LT (lr 0.1 at batch 256)."""
+    from lt_kit.config import resolve
+    params = resolve({"dataset": dataset})
+    for name, m in DECOUPLED.items():
+        hyper = m.hyper(params)
+        rule, val = m.how(hyper, "rule"), m.how(hyper, "val")
+        assert expect[name] in rule and expect[name] in val
+        assert "last epoch" in rule and "lt_kit's fixed rule" in rule and "authors' procedure" in val
+
+
+def test_a_fit_writes_the_settings_it_ran_with_into_its_rows():
+    from lt_kit.evaluation.decoupled import decoupled_summary
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(120) % 3
+    cache = FeatureCache(torch.randn(120, 5, generator=g) + torch.eye(3, 5)[y] * 2, y, torch.randn(3, 5, generator=g),
+                         torch.zeros(5), "linear", 1, 16.0, 0.0, [80, 30, 10], ["a", "b", "c"])
+    params = {"seed": 0, "crt_epochs": 3, "crt_lr": 0.1, "crt_batch_size": 16, "crt_weight_decay": 1e-4}
+    e = decoupled_summary("crt", cache, cache, params, val_cache=cache)
+    assert "3 epochs, lr 0.1, batch 16, weight decay 0.0001" in e["rule"]["how"]
+    assert "3 epochs, lr 0.1, batch 16, weight decay 0.0001" in e["val"]["how"]
+    assert "10 epochs" not in e["rule"]["how"] and "512" not in e["rule"]["how"]
+
+
+def _published(method, how, ratio=100):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from accuracy import published
+    return published({"dataset": "cifar10_lt", "ratio": ratio, "head": "linear", "loss": "ce", "method": method,
+                      "how": how})
+
+
+def test_published_crt_and_lws_stand_beside_the_validation_chosen_epoch():
+    """BagofTricks-LT, like Kang et al., tests the epoch best on validation data: its figures go beside lt_kit's
+    validation row, not beside the last epoch."""
+    assert _published("crt", "val").startswith("74.99") and _published("lws", "val").startswith("72.63")
+    assert _published("crt", "rule") is None and _published("lws", "rule") is None
+
+
+def test_published_tau_norm_is_a_tau_1_figure_beside_the_rule_row():
+    """BagofTricks-LT's CIFAR-10 tau-norm configs set tau = 1.0: 72.70 (ratio 100) and 79.78 (ratio 50) stand
+    beside the tau = 1 row, not beside a validation-chosen tau."""
+    assert _published("tau_norm", "rule") == "72.70 (BagofTricks-LT, tau=1)"
+    assert _published("tau_norm", "rule", ratio=50) == "79.78 (BagofTricks-LT, tau=1)"
+    assert _published("tau_norm", "val") is None and _published("tau_norm", "val", ratio=50) is None
 
 
 # --------------------------------------------------------------------------- everywhere methods appear
@@ -172,9 +239,13 @@ def test_fit_caches_the_training_subset_and_writes_crt_and_lws(two_stage_run):
         assert e["val"]["val_overall"] == max(e["val"]["val_curve"])
         assert -1 <= e["prior_check"]["la_tau_chosen_on_val"] <= 2
         assert "test_chosen" not in e                      # no strength, so nothing is chosen on test
+    assert "lt_kit's fixed rule" in m["methods"]["crt"]["rule"]["how"]
+    assert "authors' procedure" in m["methods"]["crt"]["val"]["how"]
     from lt_kit.evaluation.summary import format_table
     table = format_table(m)
     assert "De-confound + cRT (epoch=10)" in table and "De-confound + LWS (epoch=" in table
+    assert "cRT, LWS: (epoch=N) = last epoch (lt_kit rule)" in table
+    assert "(epoch=N, val) = val split (authors' procedure)" in table
 
 
 def test_cli_test_fits_crt_from_the_cache_and_rebuilds_a_missing_one(two_stage_run, tmp_path, capsys):
@@ -238,9 +309,10 @@ def test_compare_and_the_comparison_figure_show_the_two_stage_methods(two_stage_
     assert [c["method"] for c in fixed] == ["crt", "lws"]
     fig = comparison_figure(curves, "causal_norm")
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
-    assert any(lab.startswith("cRT (no strength") for lab in labels)
-    assert any(lab.startswith("LWS val-chosen epoch") for lab in labels)
-    assert "De-confound + cRT (epoch=10)" in comparison_table(ex.cache, ex.val_cache, ex.preset_alpha, info)
+    assert "cRT (no strength) last epoch (lt_kit rule): epoch 10" in labels
+    assert any(lab.startswith("LWS val split (authors' procedure): epoch ") for lab in labels)
+    table = comparison_table(ex.cache, ex.val_cache, ex.preset_alpha, info)
+    assert "De-confound + cRT (epoch=10)" in table and "last epoch (lt_kit rule)" in table
 
 
 def test_compare_says_how_to_score_a_run_older_than_the_two_stage_methods(two_stage_run, tmp_path):

@@ -121,6 +121,35 @@ def test_places_lt_counts_splits_and_its_val_list(tmp_path):
         load_file_dataset(resolve({**base, "imbalance_ratio": 10.0}), info)
 
 
+def test_shot_groups_count_the_training_list_before_the_validation_hold_out(tmp_path, capsys):
+    """The published many / medium / few are the full training list's: with val_per_class=2 a class of 101 listed
+    images trains on 99 and stays many-shot (> 100), one of 21 stays medium; the losses and priors still see the 99.
+    metrics.json, the table footer and a rebuilt cache (`test`) say and do the same."""
+    data = inat_tree(tmp_path / "inat", train=(101, 21, 2), test=2)
+    info, base = dataset_info("inat2018"), {"dataset": "inat2018", "data_root": str(data), "image_size": 16}
+    d = load_file_dataset(resolve({**base, "val_per_class": 2}), info)
+    assert [d["train_counts"][c] for c in (0, 5, 8141)] == [99, 19, 2]
+    assert [d["group_counts"][c] for c in (0, 5, 8141)] == [101, 21, 2] and sum(d["group_counts"]) == 124
+    assert load_file_dataset(resolve(base), info)["group_counts"] is None           # no hold-out: train_counts
+    run = tmp_path / "run"
+    sets = [*TINY, "image_size=16", "dataset=inat2018", f"data_root={data}", "val_per_class=2", "crt_epochs=1",
+            "lws_epochs=1"]
+    m = _train([a for s in sets for a in ("--set", s)], run, capsys)
+    assert [m["train_counts"][c] for c in (0, 5, 8141)] == [99, 19, 2]
+    assert [m["group_counts"][c] for c in (0, 5, 8141)] == [101, 21, 2]
+    assert m["thresholds"] == {"many": 100, "few": 20, "held_out": 2}
+    for entry in (m["softmax"], m["tde"], m["methods"]["crt"]["rule"]["metrics"]):
+        acc = entry["per_class"]
+        assert (entry["many"], entry["medium"], entry["few"]) == (acc[0], acc[5], acc[8141])
+    footer = "(groups from the training list's counts as published; 2 images per class held out of it for validation"
+    assert footer in (run / "log.txt").read_text()
+    from lt_kit.training.score import format_test, score_run
+    (run / "features.pt").unlink()                   # rebuilt from evaluated.pt with the same groups
+    got = score_run(run, alpha=0.0)
+    assert json.dumps(got["metrics"], sort_keys=True) == json.dumps(m["softmax"], sort_keys=True)     # NaN too
+    assert got["thresholds"] == m["thresholds"] and footer in format_test(got)
+
+
 # --------------------------------------------------------------------------- errors at start
 def test_list_errors_name_the_first_offenders(tmp_path):
     data = places_tree(tmp_path / "places", train=(3, 2, 2), val=1, test=1)

@@ -96,6 +96,68 @@ def test_jupytext_pair_in_step(name):
     assert py == nb, f"notebooks/{name}.py and .ipynb differ: run `jupytext --sync notebooks/{name}.ipynb`"
 
 
+# --------------------------------------------------------------------------- docs/notebooks.md against the cells
+def doc_tables() -> dict[str, dict[str, list[str]]]:
+    """docs/notebooks.md's parameter tables: notebook name -> parameter -> its cells (type, default, meaning).
+    A table belongs to the notebook named (as `NAME.ipynb`) in the ``##`` heading above it."""
+    tables: dict[str, dict[str, list[str]]] = {}
+    name = None
+    for line in (ROOT / "docs" / "notebooks.md").read_text().splitlines():
+        if line.startswith("## "):
+            name = next((n for n in NOTEBOOKS if f"`{n}.ipynb`" in line), None)
+        elif name and line.startswith("| `"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            tables.setdefault(name, {})[cells[0].strip("`")] = cells[1:]
+    return tables
+
+
+def effective_default(name: str, key: str):
+    """The value a run gets from the cell left as it is: the cell's literal, or for an lt_kit parameter left
+    at None, what resolve gives it (the recipe of the cell's data set, else lt_kit's default)."""
+    cell = cell_defaults(name)
+    if name == "train" and cell[key] is None and key in PARAMS:
+        return resolve({k: v for k, v in cell.items() if k in PARAMS})[key]
+    return cell[key]
+
+
+def test_docs_tables_name_declared_parameters_only():
+    tables = doc_tables()
+    assert set(tables) == set(NOTEBOOKS), f"docs/notebooks.md has no parameter table for {set(NOTEBOOKS) - set(tables)}"
+    for name, rows in tables.items():
+        unknown = sorted(set(rows) - set(NOTEBOOKS[name]))
+        assert not unknown, f"docs/notebooks.md documents {unknown} for {name}.ipynb, which does not declare them"
+        if name != "train":                  # train's table shows the main ones and says "every other ..."
+            assert sorted(rows) == sorted(NOTEBOOKS[name]), f"docs/notebooks.md: {name}.ipynb's table is incomplete"
+
+
+def test_docs_defaults_are_what_a_run_gets():
+    """Each default the docs give as a literal (not "recipe (...)") is the value a run starts from."""
+    for name, rows in doc_tables().items():
+        for key, (_, default, _) in rows.items():
+            if default.startswith("recipe"):
+                continue
+            literal = default.split("`")[1] if default.startswith("`") else default.split()[0]
+            try:                             # Python's literals (None, True, "") as the cells write them,
+                documented = ast.literal_eval(literal)
+            except (ValueError, SyntaxError):  # else YAML's, as -p and params files write them (false, data)
+                documented = yaml.safe_load(literal)
+            assert documented == effective_default(name, key), \
+                f"docs/notebooks.md gives {name}.ipynb's {key} the default {default}, a run gets " \
+                f"{effective_default(name, key)!r}"
+
+
+def test_docs_list_every_choice():
+    """The docs' lists of data sets, backbones and heads name every entry of lt_kit's registries."""
+    from lt_kit.data.datasets import DATASETS
+    from lt_kit.models import HEADS, list_backbones
+    rows = doc_tables()["train"]
+    for key, valid in (("dataset", list(DATASETS)), ("arch", list_backbones()), ("head", list(HEADS))):
+        meaning = rows[key][2]
+        missing = [v for v in valid if f"`{v}`" not in meaning]
+        assert not missing, f"docs/notebooks.md: the {key} row leaves out {', '.join(missing)}"
+    assert "auto" in rows["bf16"][0] and "float32" in rows["bf16"][2]      # takes auto; None is float32
+
+
 # --------------------------------------------------------------------------- train parameters, in-process
 def test_defaults_are_the_embedded_recipe(tmp_path):
     ns = {**cell_defaults("train"), "run_dir": str(tmp_path / "run")}

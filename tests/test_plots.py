@@ -263,6 +263,25 @@ def test_explorer_degrades_to_a_static_figure_without_ipywidgets(cache, monkeypa
     assert (tmp_path / "figures" / "panel.png").read_bytes() == shown[0].data
 
 
+def test_explorer_legend_covers_no_bar_and_is_not_cut_off(cache):
+    """The legend sits outside every panel, so no bar, at any strength, can be behind it; and inside the
+    figure, so the saved PNG shows all of it."""
+    ex = AlphaExplorer(cache, preset_alpha=1.0)
+    ex.render(3.0)                                   # tall tail bars: the case a legend in a corner covered
+    fig = ex._fig
+    renderer = ex._canvas.get_renderer()
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend())]
+    assert legends and "at the strength" in [t.get_text() for lg in legends for t in lg.get_texts()]
+    bars = [patch for ax in fig.axes for patch in ax.patches]          # bar rectangles and the filled stairs
+    for lg in legends:
+        box = lg.get_window_extent(renderer)
+        assert fig.bbox.contains(box.x0, box.y0) and fig.bbox.contains(box.x1, box.y1), "legend cut off"
+        for ax in fig.axes:
+            assert not box.overlaps(ax.get_window_extent(renderer)), f"legend inside the panel {ax.get_title()!r}"
+        for patch in bars:
+            assert not box.overlaps(patch.get_window_extent(renderer)), "legend covers a bar"
+
+
 def test_explorer_from_run_needs_a_feature_cache(tmp_path):
     with pytest.raises(LtKitError, match="not an lt_kit run"):
         AlphaExplorer.from_run(tmp_path)
@@ -309,3 +328,37 @@ def test_relative_paths_start_at_the_repository_root_from_notebooks(tmp_path, mo
     monkeypatch.chdir(tmp_path)                               # papermill / the CLI: the current directory
     assert resolve_path("runs/x") == str(tmp_path / "runs" / "x")
     assert resolve_path("/abs") == "/abs" and resolve_path("") == ""
+
+
+# --------------------------------------------------------------------------- compare.ipynb's figures
+def test_sd_band_is_cut_to_what_an_accuracy_can_be():
+    low, high = plots.sd_band([98.0, 50.0, 2.0], [5.0, 5.0, 5.0])
+    assert high.tolist() == [100.0, 55.0, 7.0] and low.tolist() == [93.0, 45.0, 0.0]
+    low, high = plots.sd_band([50.0], [float("nan")])                  # one seed: no sd, no band
+    assert np.isnan(low).all() and np.isnan(high).all()
+
+
+def test_per_class_band_stays_within_0_and_100_percent():
+    """A class at 98 % ± 5 over seeds is drawn up to 100 %, one at 2 % ± 5 down to 0 %, never beyond."""
+    counts = [100, 50, 20, 5]
+    mean, sd = np.array([0.98, 0.6, 0.3, 0.02]), np.array([0.05, 0.1, 0.1, 0.05])
+    fig = plots.per_class_band_figure([("g", counts, mean, sd)])
+    bands = fig.axes[0].collections
+    assert bands
+    ys = np.concatenate([path.vertices[:, 1] for band in bands for path in band.get_paths()])
+    assert ys.max() == pytest.approx(100.0) and ys.min() == pytest.approx(0.0)
+    assert plots.to_png(fig).startswith(PNG)
+
+
+def test_split_error_bars_stay_within_0_and_100_percent():
+    stats = {"many": (3, 0.98, 0.05), "medium": (3, 0.5, 0.1), "few": (3, 0.02, 0.05), "overall": (3, 0.6, 0.02)}
+    values = {"many": [0.93, 1.0, 1.0], "medium": [0.4, 0.5, 0.6], "few": [0.0, 0.0, 0.07], "overall": [0.6] * 3}
+    fig = plots.split_bars_figure([("g", stats, values)])
+    ax = fig.axes[0]
+    (bars,) = [c for c in ax.containers if hasattr(c, "has_yerr")]
+    _, caps, (segments,) = bars.lines
+    ys = np.concatenate([np.asarray(seg)[:, 1] for seg in segments.get_segments()] +
+                        [cap.get_ydata() for cap in caps])
+    assert ys.max() == pytest.approx(100.0) and ys.min() == pytest.approx(0.0)
+    tops = {round(float(np.max(np.asarray(seg)[:, 1])), 6) for seg in segments.get_segments()}
+    assert tops == {100.0, 60.0, 7.0, 62.0}                            # unclipped where within range

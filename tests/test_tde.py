@@ -87,3 +87,48 @@ def test_rule_of_thumb_alpha():
     d = torch.tensor([1.0, 1.0])
     # one head: cos = 1/sqrt(2) for both samples -> alpha = sqrt(2)
     assert rule_of_thumb_alpha(x, d, num_heads=1) == pytest.approx(math.sqrt(2))
+
+
+# --------------------------------------------------------------------------- the old keyword tau (before 0.2.0)
+@pytest.mark.parametrize("fn", [tde_logits, tde_parts])
+def test_the_old_keyword_tau_warns_and_gives_what_cn_tau_gives(fn):
+    """A notebook written against 0.1.0 calls ``tde_logits(..., tau=16)``: it still runs for one release, with a
+    FutureWarning that names cn_tau and points at the caller's line, and the same logits as ``cn_tau=``."""
+    g = torch.Generator().manual_seed(0)
+    x, w, d = torch.rand(6, 8, generator=g), torch.randn(4, 8, generator=g), torch.rand(8, generator=g)
+    args = (x, w, d, 1.5) if fn is tde_logits else (x, w, d)
+    with pytest.warns(FutureWarning, match=r"tau= is now cn_tau=.*removed in lt_kit 0\.3\.0") as rec:
+        old = fn(*args, tau=12.0, gamma=1 / 32, num_heads=2)
+    assert rec[0].filename == __file__                  # stacklevel: the warning names the caller's line
+    new = fn(*args, cn_tau=12.0, gamma=1 / 32, num_heads=2)
+    both = lambda r: r if isinstance(r, tuple) else (r,)  # noqa: E731 - tde_parts gives (base, effect)
+    for a, b in zip(both(old), both(new)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(both(fn(*args))[0], both(old)[0])        # tau=12 was used, not the default 16
+
+
+@pytest.mark.parametrize("fn", [tde_logits, tde_parts])
+def test_both_tau_and_cn_tau_is_a_type_error(fn):
+    x, w, d = torch.rand(3, 4), torch.randn(2, 4), torch.rand(4)
+    args = (x, w, d, 1.0) if fn is tde_logits else (x, w, d)
+    with pytest.raises(TypeError, match="got both tau= and cn_tau="):
+        fn(*args, tau=16.0, cn_tau=16.0)
+
+
+def test_the_new_keyword_and_the_default_do_not_warn():
+    import warnings
+    x, w, d = torch.rand(3, 4), torch.randn(2, 4), torch.rand(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tde_logits(x, w, d, 1.0)
+        tde_logits(x, w, d, 1.0, cn_tau=8.0)
+        tde_parts(x, w, d, cn_tau=8.0)
+
+
+def test_the_public_names_are_the_wrapped_functions():
+    import inspect
+
+    import lt_kit
+    assert lt_kit.tde_logits is tde_logits and lt_kit.tde_parts is tde_parts
+    assert "cn_tau" in inspect.signature(lt_kit.tde_logits).parameters           # help() shows the new name
+    assert "tau" not in inspect.signature(lt_kit.tde_logits).parameters

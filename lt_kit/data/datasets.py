@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from lt_kit.errors import LtKitError
+from lt_kit.folders import missing_dirs, remove_created
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -144,12 +145,19 @@ def _unpickle(path: Path) -> dict:
 
 def _download_cifar(name: str, root: Path) -> None:
     """torchvision's own download and md5 check; a failure (no network, a proxy, a full disk) is one line that
-    says where to put the data by hand."""
+    says where to put the data by hand, and leaves nothing behind: torchvision creates ``root`` before it
+    reaches the network, so the folders this call created and the archive it began are removed again."""
     import torchvision.datasets as tvd
     spec = _CIFAR[name]
+    new_dirs = missing_dirs(root)
+    archive = root / spec["url"].rsplit("/", 1)[-1]          # where torchvision writes the download
+    new_files = [] if archive.exists() else [archive]
     try:
         getattr(tvd, spec["tv"])(str(root), train=True, download=True)
-    except Exception as e:
+    except BaseException as e:       # Ctrl-C mid-download too: take back what this call created, then report
+        remove_created(new_dirs, new_files)
+        if not isinstance(e, Exception):
+            raise
         why = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise LtKitError(f"could not download {name[:-3]} ({why}); without a network, put {spec['folder']}/ in "
                          f"{root} (unpacked from {spec['url']}), or point data_root at the folder that holds "

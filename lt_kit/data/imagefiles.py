@@ -222,6 +222,11 @@ def load_file_dataset(params: dict, info, preset: dict | None = None) -> dict:
     test image has NaN accuracy and is left out of the split means). ``folder`` counts its classes from the train
     tree. ``preset``: the pretrained weights' input (``pretrained.preset``). Every check (files, classes, labels)
     runs here, before any training step.
+
+    ``group_counts``: with a validation split drawn from the training list (``val_per_class``), the per-class
+    counts of that list as published, on which many / medium / few are defined (the published splits are the
+    full lists': a class of 101 listed images stays many-shot when 2 go to validation); else None, and the
+    groups come from ``train_counts``.
     """
     pre = preprocess(params, info, preset)
     tr, te = train_transform(pre), test_transform(pre)
@@ -235,6 +240,7 @@ def load_file_dataset(params: dict, info, preset: dict | None = None) -> dict:
         names, train, val, test = _folder(params, root)
         num_classes = len(names)
     idx = np.arange(len(train))
+    listed = np.bincount([s[1] for s in train], minlength=num_classes).tolist()   # the list before any hold-out
     if val_idx is not None:                # the training split is what the validation split leaves
         idx = np.setdiff1d(idx, val_idx)
         train = [train[i] for i in idx]
@@ -255,4 +261,4 @@ def load_file_dataset(params: dict, info, preset: dict | None = None) -> dict:
         train = [train[i] for i in idx]
     return dict(train=ImageListDataset(train, tr), test=ImageListDataset(test, te),
                 val=ImageListDataset(val, te) if val else None, train_counts=counts, class_names=names,
-                subset_indices=idx, val_indices=val_idx)
+                subset_indices=idx, val_indices=val_idx, group_counts=listed if val_idx is not None else None)

@@ -4,6 +4,11 @@ score any cache, and the run's ``metrics.json`` entry for each.
 The fit is a pure function of the cached training features, the run's seed and the method's settings
 (``maths/decoupled.py``), so the trainer, ``python -m lt_kit test --method crt`` and the notebooks get the same
 classifier; it takes seconds on a CPU because the backbone never runs.
+
+Where this departs from Kang et al.'s code (``maths/decoupled.py`` lists each): the second stage trains on cached
+features, un-augmented by default (``train_feature_passes=1``; K > 1 caches K augmented passes), where theirs
+re-extracts a freshly augmented image at every draw; and two rows are scored, lt_kit's fixed rule (the last
+epoch's classifier) beside the authors' procedure (the epoch best on the validation split, when the run has one).
 """
 from __future__ import annotations
 
@@ -28,7 +33,8 @@ PRIOR_GRID = np.round(np.arange(-1.0, 2.0001, 0.05), 6)   # logit-adjustment tau
 
 class DecoupledFit:
     """cRT or LWS fitted on ``train_cache`` with the run's ``params`` (seed and the method's settings); the epoch
-    is chosen on ``val_cache`` when given. ``logits(cache, which)``: ``"last"`` (the fixed rule) or ``"best"``."""
+    is chosen on ``val_cache`` when given. ``logits(cache, which)``: ``"last"`` (lt_kit's fixed rule) or ``"best"``
+    (the epoch best on the validation split, the authors' procedure)."""
 
     def __init__(self, method: str, train_cache: FeatureCache, params: dict, val_cache: FeatureCache | None = None):
         from lt_kit.methods import get_decoupled, head_logits
@@ -68,9 +74,10 @@ def _prior_check(fit: DecoupledFit, val_cache: FeatureCache) -> dict:
 
 def decoupled_summary(method: str, train_cache: FeatureCache, cache: FeatureCache, params: dict,
                       val_cache: FeatureCache | None) -> dict:
-    """A two-stage method's entry in ``metrics.json["methods"]``: the fixed rule (the last epoch of the
-    authors' schedule) and, with a validation split, the epoch best on it, each with test metrics; its settings,
-    the seconds the fit took, and the logit-adjustment check on the validation split."""
+    """A two-stage method's entry in ``metrics.json["methods"]``: ``rule``, lt_kit's fixed rule (the last epoch's
+    classifier) and, with a validation split, ``val``, the epoch best on it (the authors' procedure: Kang et al.'s
+    code keeps that epoch's classifier), each with test metrics and a ``how`` built from the settings that ran;
+    its settings, the seconds the fit took, and the logit-adjustment check on the validation split."""
     from lt_kit.evaluation.summary import prediction_metrics
     fit = DecoupledFit(method, train_cache, params, val_cache)
     m, r = fit.method, fit.result
@@ -80,12 +87,11 @@ def decoupled_summary(method: str, train_cache: FeatureCache, cache: FeatureCach
            "settings": {**fit.hyper, "momentum": MOMENTUM, "schedule": "cosine",
                         "sampling": f"class-aware, {SAMPLES_PER_CLASS_VISIT} images per class visit"},
            "train_images": fit.train_images, "passes": fit.passes, "seconds": round(r.seconds, 3),
-           "rule": {"strength": fit.hyper["epochs"], "how": m.rule_text + "; its last epoch",
-                    "metrics": test_metrics("last")},
+           "rule": {"strength": fit.hyper["epochs"], "how": m.how(fit.hyper, "rule"), "metrics": test_metrics("last")},
            "val": None}
     if val_cache is not None:
         out["val"] = {"strength": r.best_epoch, "val_overall": r.val_curve[r.best_epoch - 1],
-                      "how": "the epoch with the best overall accuracy on the validation split (first of ties)",
+                      "how": m.how(fit.hyper, "val"),
                       "val_curve": r.val_curve, "metrics": test_metrics("best")}
         if min(val_cache.train_counts) > 0:     # a class with no training image has no log prior (-inf)
             out["prior_check"] = _prior_check(fit, val_cache)

@@ -20,11 +20,12 @@ from lt_kit.maths.strength import check_alpha
 
 def prediction_metrics(cache: FeatureCache, preds: np.ndarray) -> dict:
     """many/medium/few/overall, head/tail (median rule), per-class accuracy and prediction counts of ``preds``
-    (one class per cached image)."""
+    (one class per cached image). The splits are counted on ``cache.shot_counts``: a list data set's training
+    list as published, before its validation hold-out (``FeatureCache.group_counts``)."""
     labels, c = cache.labels.numpy(), cache
     num_classes = cache.weight.shape[0]
-    out = shot_accuracy(preds, labels, c.train_counts, c.many_threshold, c.few_threshold)
-    out["head_tail"] = head_tail_accuracy(preds, labels, c.train_counts)
+    out = shot_accuracy(preds, labels, c.shot_counts, c.many_threshold, c.few_threshold)
+    out["head_tail"] = head_tail_accuracy(preds, labels, c.shot_counts)
     out["per_class"] = per_class_accuracy(preds, labels, num_classes).tolist()
     out["pred_counts"] = np.bincount(preds, minlength=num_classes).tolist()
     return out
@@ -156,7 +157,8 @@ def summary(cache: FeatureCache, alpha: float, val_cache: FeatureCache | None = 
             "methods": methods,
             "val_images": None if val_cache is None else len(val_cache.labels),
             "train_counts": cache.train_counts, "class_names": cache.class_names,
-            "thresholds": {"many": cache.many_threshold, "few": cache.few_threshold}}
+            **({"group_counts": cache.group_counts} if cache.group_counts is not None else {}),
+            "thresholds": cache.thresholds()}
 
 
 def rule_metrics(metrics: dict, method: str) -> dict:
@@ -217,7 +219,24 @@ def format_rows(rows: list[tuple[str, dict]], thresholds: dict, notes: tuple[str
         lines.append(f"{name:<{width}}" + "".join(f"{pct(v):>9}" for v in vals))
     lines.append(f"(many: >{thresholds['many']} training images, few: <{thresholds['few']}; head/tail: above / at "
                  "or below the median training count; '-' = no class in that split)")
+    if "held_out" in thresholds:          # a list data set's validation split drawn from its training list
+        k = thresholds["held_out"]
+        lines.append(f"(groups from the training list's counts as published; {k} images per class held out of it "
+                     f"for validation, none from a class with {k} or fewer)")
     return "\n".join([*lines, *notes])
+
+
+def two_stage_note(methods: dict) -> list[str]:
+    """The note that names a two-stage method's two rows (none when the run has no such method): the
+    ``epoch=N`` row is lt_kit's fixed rule, the ``epoch=N, val`` row the authors' procedure."""
+    from lt_kit.methods import DECOUPLED
+    present = [DECOUPLED[k] for k in methods if k in DECOUPLED and "rule" in methods[k]]
+    if not present:
+        return []
+    m, val = present[0], any(methods[p.name].get("val") for p in present)
+    return [f"{', '.join(p.label for p in present)}: (epoch=N) = {m.rule_label}, the last epoch's classifier"
+            + (f"; (epoch=N, val) = {m.val_label}, the epoch best on the validation split, as Kang et al.'s code "
+               "keeps it" if val else "")]
 
 
 def format_table(metrics: dict) -> str:
@@ -229,6 +248,7 @@ def format_table(metrics: dict) -> str:
         val = metrics.get("val_images")
         notes.append("rule = the paper's fixed strength; " + (f"val = chosen on the {val}-image validation split"
                      if val else "no validation split in this run, so no strength was chosen on one"))
+        notes += two_stage_note(methods)
         notes.append(f"{TEST_CHOSEN_NOTE}: " + ", ".join(
             f"{e['label']} {e['strength_name']}={e['test_chosen']['strength']:g} "
             f"({100 * e['test_chosen']['overall']:.2f}%)" for e in methods.values() if "test_chosen" in e))

@@ -12,7 +12,12 @@ with 4 images per class visit (``data/ClassAwareSampler.py``), 10 epochs for cRT
 as many samples as the training set has (``run_networks.py``: ``epoch_steps = N // batch_size``).
 Departures, on purpose: the cosine is stepped after each epoch (theirs steps first, so their last epoch trains
 at lr 0); the features are the frozen backbone's in eval mode (theirs keep BatchNorm in training mode, so its
-running statistics drift during the second stage), which is what makes them cacheable.
+running statistics drift during the second stage), which is what makes them cacheable; and the inputs are those
+cached features, by default un-augmented (``train_feature_passes=1``: every training image once, as the test split
+sees it), where theirs run the backbone on a freshly augmented image at every draw. ``train_feature_passes=K``
+(K > 1) caches K augmented passes (the training crop and flip, pass k seeded by (seed, k)) and samples from those
+K fixed views. lt_kit's fixed rule scores the last epoch's classifier; their code keeps the epoch best on
+validation data, which lt_kit scores as the validation row (``evaluation/decoupled.py``).
 """
 from __future__ import annotations
 

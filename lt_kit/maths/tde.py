@@ -7,6 +7,9 @@ so there is exactly one implementation of the maths. Reference: KaihuaTang/Long-
 """
 from __future__ import annotations
 
+import functools
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -15,6 +18,34 @@ from lt_kit.maths.strength import check_alpha
 # The reference divides by ||x|| with no epsilon, so an all-zero feature gives NaN there. lt_kit clamps the
 # norm at this value instead; the result differs from the reference only where the reference is NaN.
 _NORM_EPS = 1e-12
+
+
+def renamed_keyword(old: str, new: str, *, since: str, removal: str):
+    """Decorator: the function still takes its keyword's old name ``old`` for ``new``, for one release.
+
+    ``old=`` is passed on as ``new=`` with a FutureWarning that names the new keyword and the release that drops
+    the old one. FutureWarning, not DeprecationWarning: Python shows it under its default filters wherever the
+    call comes from (a notebook cell, a user's own module, a script), where a DeprecationWarning is hidden unless
+    the call is in ``__main__``; a keyword that disappears in the next release should be seen by every caller.
+    Both names given is a TypeError, as Python raises for a keyword given twice."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            if old in kwargs:                   # the common path (new name or default) costs one dict lookup
+                if new in kwargs:
+                    raise TypeError(f"{fn.__name__}() got both {old}= and {new}=; {old} is the old name of {new} "
+                                    f"(renamed in lt_kit {since}): pass {new}= only")
+                warnings.warn(f"{fn.__name__}(): the keyword {old}= is now {new}= (renamed in lt_kit {since}); "
+                              f"{old}= still works but is removed in lt_kit {removal}", FutureWarning, stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+        return call
+    return wrap
+
+
+# The causal-norm scale was the keyword ``tau`` until lt_kit 0.2.0 (``cn_tau`` tells it from logit adjustment's
+# ``la_tau`` and tau-normalisation's ``tn_tau``); notebooks written against 0.1.0 still pass ``tau=``.
+_OLD_TAU = renamed_keyword("tau", "cn_tau", since="0.2.0", removal="0.3.0")
 
 
 def split_heads(t: Tensor, num_heads: int) -> Tensor:
@@ -30,13 +61,15 @@ def unit_norm(t: Tensor) -> Tensor:
     return t / t.norm(dim=-1, keepdim=True).clamp_min(_NORM_EPS)
 
 
+@_OLD_TAU
 def tde_parts(features: Tensor, weight: Tensor, direction: Tensor | None, *, cn_tau: float = 16.0,
               gamma: float = 1 / 32, num_heads: int = 2) -> tuple[Tensor, Tensor]:
     """Split Eq. 8 into its two alpha-free terms: ``logits(alpha) = base - alpha * effect``.
 
     ``base`` (B, C) is Eq. 7, the causal-norm logits; ``effect`` (B, C) is the head-direction term
     ``cn_tau/H * sum_h cos(x_h, d_h) * <d_h_hat, w_tilde_h>``. Computing both once makes every later alpha
-    a single fused multiply-add (the alpha slider and ``bench/alpha.py`` rely on this).
+    a single fused multiply-add (the alpha slider and ``bench/alpha.py`` rely on this). ``tau=`` (the name
+    before 0.2.0) is still accepted for ``cn_tau=``, with a FutureWarning, until 0.3.0.
     """
     x = unit_norm(split_heads(features, num_heads))                                    # (B, H, D/H)
     w = split_heads(weight, num_heads)                                                 # (C, H, D/H)
@@ -52,6 +85,7 @@ def tde_parts(features: Tensor, weight: Tensor, direction: Tensor | None, *, cn_
     return base, effect
 
 
+@_OLD_TAU
 def tde_logits(features: Tensor, weight: Tensor, direction: Tensor | None, alpha: float, *,
                cn_tau: float = 16.0, gamma: float = 1 / 32, num_heads: int = 2) -> Tensor:
     """Eq. 8: ``sum_h cn_tau/H * <x_h_hat - alpha * cos(x_h_hat, d_h_hat) * d_h_hat, w_h / (||w_h|| + gamma)>``.
@@ -61,6 +95,8 @@ def tde_logits(features: Tensor, weight: Tensor, direction: Tensor | None, alpha
         weight: (C, D) causal-norm classifier weight.
         direction: (D,) momentum direction (un-normalised moving sum of features), or None.
         alpha: TDE strength; 0 gives the training logits (Eq. 7).
+        cn_tau: the causal-norm logit scale (the reference's 16). Its name before 0.2.0, ``tau=``, is still
+            accepted with a FutureWarning until 0.3.0; giving both is a TypeError.
     Returns:
         (B, C) logits.
     """

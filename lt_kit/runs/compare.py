@@ -13,7 +13,8 @@ told apart by path, never by value: a validation choice that equals the paper ru
 held by fewer runs than its group has says, under the table, why each other run lacks it.
 
 A folder that cannot be compared (not a run, unfinished, from an lt_kit without what is needed) is named with
-the reason and skipped, or refused with ``strict``: it is never averaged in.
+the reason and skipped, or refused with ``strict``: it is never averaged in. A folder named more than once (relative
+and absolute, through a symlink, matched by two globs) is one run: it counts once, and a note names the name dropped.
 """
 from __future__ import annotations
 
@@ -314,14 +315,15 @@ def short_value(v: Any) -> str:
 # --------------------------------------------------------------------------- finding run dirs
 def expand(patterns: Sequence[str] | str, base: str | Path | None = None,
            exclude: Sequence[str | Path] = ()) -> tuple[list[Path], list[tuple[str, str]], int]:
-    """Folders named by ``patterns`` (globs expanded, ``**`` too; relative ones from ``base``), without
-    duplicates or ``exclude``. Returns (folders, [(pattern, reason)] for patterns that match nothing, the
-    number of plain files the globs matched, which are left out: a glob such as runs/* also meets notebooks)."""
+    """Folders named by ``patterns`` (globs expanded, ``**`` too; relative ones from ``base``), in the order
+    named, without ``exclude``; a folder named twice stays twice (:func:`drop_repeats` keeps one, and says so).
+    Returns (folders, [(pattern, reason)] for patterns that match nothing, the number of plain files the globs
+    matched, which are left out: a glob such as runs/* also meets notebooks)."""
     if isinstance(patterns, str):
         patterns = [patterns]
     base = Path(base) if base is not None else Path.cwd()
     skip = {(base / Path(e).expanduser()).resolve() for e in exclude if e}
-    seen: dict[Path, None] = {}
+    found: list[Path] = []
     missing, files = [], 0
     for pat in patterns:
         if not isinstance(pat, str) or not pat:
@@ -338,8 +340,24 @@ def expand(patterns: Sequence[str] | str, base: str | Path | None = None,
                 missing.append((pat, "no folder matches this glob"))
         for h in hits:
             if h.resolve() not in skip:
-                seen.setdefault(_shown(h) if not Path(pat).expanduser().is_absolute() else h, None)
-    return list(seen), missing, files
+                found.append(_shown(h) if not Path(pat).expanduser().is_absolute() else h)
+    return found, missing, files
+
+
+def drop_repeats(folders: Iterable[Path]) -> tuple[list[Path], list[tuple[Path, Path]]]:
+    """``folders`` with each folder once, by its resolved path: named relative and absolute, through a symlink,
+    or matched by two globs, one run is still one seed. The first name is kept. Returns (the folders kept,
+    [(a name dropped, the kept name of the same folder)])."""
+    first: dict[Path, Path] = {}
+    kept, dropped = [], []
+    for f in folders:
+        key = Path(f).resolve()
+        if key in first:
+            dropped.append((f, first[key]))
+        else:
+            first[key] = f
+            kept.append(f)
+    return kept, dropped
 
 
 def _shown(path: Path) -> Path:

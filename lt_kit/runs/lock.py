@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from lt_kit.errors import LtKitError
+from lt_kit.folders import missing_dirs, remove_created
 
 LOCK_NAME = ".lock"
 
@@ -55,7 +56,7 @@ class RunLock:
         self.path = self.dir / LOCK_NAME
         self.enabled = enabled
         self.held = False
-        self._created_dir = False
+        self._created_dir: list[Path] = []      # the folders acquire() made (deepest first)
 
     def owner(self) -> dict | None:
         """The holder recorded in the lock file (``{}`` when unreadable), or None without a lock."""
@@ -90,9 +91,10 @@ class RunLock:
         if not self.enabled or self.held:
             return
         if not self.dir.exists():
+            created = missing_dirs(self.dir)     # the run dir and any parent it needs (runs/): all ours to take back
             try:
                 self.dir.mkdir(parents=True)
-                self._created_dir = True
+                self._created_dir = created
             except FileExistsError:
                 pass
             except OSError as e:
@@ -133,10 +135,10 @@ class RunLock:
         if self._created_dir:
             try:
                 (self.dir / f"{LOCK_NAME}.{os.getpid()}.tmp").unlink(missing_ok=True)
-                self.dir.rmdir()
             except OSError:
                 pass
-            self._created_dir = False
+            remove_created(self._created_dir)
+            self._created_dir = []
 
     def release(self) -> None:
         if not self.held:
@@ -145,11 +147,9 @@ class RunLock:
         if owner and owner.get("pid") == os.getpid():
             self.path.unlink(missing_ok=True)
         self.held = False
-        if self._created_dir:
-            try:
-                self.dir.rmdir()                     # only if empty: a run that wrote nothing leaves nothing
-            except OSError:
-                pass
+        if self._created_dir:                    # only while empty: a run that wrote nothing leaves nothing
+            remove_created(self._created_dir)
+            self._created_dir = []
 
     def __enter__(self) -> "RunLock":
         self.acquire()

@@ -37,6 +37,8 @@ class Data:
     class_names: list[str]
     subset_indices: object        # numpy indices into the full training split
     val_indices: object = None    # numpy indices of the validation split drawn from the training pool, if any
+    group_counts: list | None = None   # what many / medium / few are counted on, if not train_counts (a list data
+    #                                    set's training list before its validation hold-out: FeatureCache.group_counts)
 
 
 def _cpus() -> int:
@@ -122,7 +124,8 @@ def build_data(params: dict, device: torch.device, rank: int = 0, world_size: in
     train = _FileLoader(d["train"], train=True, rank=rank, world_size=world_size, **kw)
     test = _FileLoader(d["test"], train=False, **kw)
     val = _FileLoader(d["val"], train=False, **kw) if d["val"] is not None else None
-    return Data(train, test, val, d["train_counts"], d["class_names"], d["subset_indices"], d["val_indices"])
+    return Data(train, test, val, d["train_counts"], d["class_names"], d["subset_indices"], d["val_indices"],
+                d["group_counts"])
 
 
 class _Pass:

@@ -32,7 +32,7 @@ from lt_kit.training.loop import train_one_epoch
 
 
 def _cache(model, loader, params, data) -> FeatureCache:
-    return cache_features(model, loader, params, data.train_counts, data.class_names)
+    return cache_features(model, loader, params, data.train_counts, data.class_names, data.group_counts)
 
 
 def _evaluate(model, params, data, alpha) -> tuple[list[tuple[str, FeatureCache]], dict]:
@@ -41,7 +41,8 @@ def _evaluate(model, params, data, alpha) -> tuple[list[tuple[str, FeatureCache]
     cache = _cache(model, data.test, params, data)
     val = _cache(model, data.val, params, data) if data.val is not None else None
     train = cache_train_features(model, train_pass_loaders(params, next(model.parameters()).device, data), params,
-                                 data.train_counts, data.class_names) if params["train_feature_passes"] else None
+                                 data.train_counts, data.class_names, data.group_counts) \
+        if params["train_feature_passes"] else None
     caches = [("features.pt", cache)] + ([("train_features.pt", train)] if train else []) \
         + ([("val_features.pt", val)] if val else [])
     return caches, summary(cache, alpha, val, train, params)

@@ -54,7 +54,7 @@ def score_run(run_dir, *, method: str | None = None, strength: float | None = No
     metrics = MethodEvaluator(cache, method).metrics(strength or 0.0)
     out = {"method": method, "strength": strength, "head": cache.head, "loss": params.get("loss", "ce"),
            "checkpoint": str(checkpoint) if checkpoint
-           else None, "metrics": metrics, "thresholds": {"many": cache.many_threshold, "few": cache.few_threshold}}
+           else None, "metrics": metrics, "thresholds": cache.thresholds()}
     with open(run / "evaluations.jsonl", "a") as f:
         f.write(json.dumps({**out, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
     run.log(f"test method={method} strength={strength}" + (f" checkpoint={checkpoint}" if checkpoint else ""))
@@ -107,7 +107,7 @@ def _score_decoupled(run: RunDir, params: dict, method: str, checkpoint, device,
            "loss": params.get("loss", "ce"), "checkpoint": str(checkpoint) if checkpoint else None,
            "metrics": entry["rule"]["metrics"], "val": entry["val"], "settings": entry["settings"],
            "passes": entry["passes"], "seconds": entry["seconds"], "prior_check": entry.get("prior_check"),
-           "thresholds": {"many": cache.many_threshold, "few": cache.few_threshold}}
+           "thresholds": cache.thresholds()}
     with open(run / "evaluations.jsonl", "a") as f:
         f.write(json.dumps({**out, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
     run.log(f"test method={method} settings={entry['settings']} passes={entry['passes']}"
@@ -153,9 +153,10 @@ def _load_or_rebuild(run: RunDir, params: dict, checkpoint, device, *, train: bo
     def make(split):
         if split == "train":
             return cache_train_features(model, train_pass_loaders(params, dev, data), params, data.train_counts,
-                                        data.class_names)
+                                        data.class_names, data.group_counts)
         loader = data.test if split == "test" else data.val
-        return None if loader is None else cache_features(model, loader, params, data.train_counts, data.class_names)
+        return None if loader is None else cache_features(model, loader, params, data.train_counts, data.class_names,
+                                                          data.group_counts)
     out = {"train": None}                   # train_feature_passes=0: no training cache, no two-stage method
     for split in splits:
         if kept(split) and files[split].is_file():

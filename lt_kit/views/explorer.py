@@ -48,7 +48,7 @@ class AlphaExplorer:
         self.train_cache, self.params = train_cache, params      # for the two-stage methods (cRT, LWS)
         self.preset_alpha, self.alpha_max, self.step = float(preset_alpha), float(alpha_max), float(step)
         self.order = head_to_tail(cache.train_counts)
-        self.rules = split_rules(cache.train_counts, cache.many_threshold, cache.few_threshold)
+        self.rules = split_rules(cache.shot_counts, cache.many_threshold, cache.few_threshold)
         # the rule of thumb reads features: the validation split's when there is one, else (labelled) the test's
         src = val_cache if val_cache is not None else cache
         self.rule_source = "validation" if val_cache is not None else "test"
@@ -113,7 +113,7 @@ class AlphaExplorer:
 
     def describe(self) -> str:
         c = self.cache
-        med = float(np.median(c.train_counts))
+        med = float(np.median(c.shot_counts))
         val = (f"validation split: {len(self.val_cache.labels)} images (strengths are chosen on it)"
                if self.val_cache is not None else "no validation split: no strength is chosen on data "
                "(train with val_per_class to have one)")
@@ -164,7 +164,6 @@ class AlphaExplorer:
         self._acc = a.stairs(base_acc, edges, fill=True, color=TDE_COLOR, alpha=0.8, label="at the strength")
         acc0 = a.stairs(base_acc, edges, color=BASE_COLOR, lw=1.5, label="strength 0")
         a.set(ylim=(0, 105), ylabel="test accuracy %", title="per-class accuracy")
-        a.legend(fontsize=7, loc="upper right")
         _class_ticks(a, names)
         x = np.arange(len(SPLITS))
         vals0 = self.split_values(self.base)
@@ -187,7 +186,9 @@ class AlphaExplorer:
         true_line = d.stairs(true, edges, color="black", ls="--", lw=1, label="true count")
         d.set(ylim=(0, 1.1 * max(peak, true.max())), ylabel="test predictions", title="predictions per class")
         _class_ticks(d, names)
-        d.legend(fontsize=7, loc="upper right")
+        # one legend for the three panels, below them: in a panel's corner it covered the tallest bars (a
+        # tail class's after a strong TDE). Made before the artists turn animated, so its keys are drawn.
+        fig.legend(handles=[self._acc, acc0, true_line], fontsize=7, loc="outside lower center", ncols=3)
         for ax in (a, b, d):
             ax.grid(alpha=0.3, axis="y")
         self._title = fig.suptitle("logit adj. tau = 0.00   (overall 00.0%, tau 0: 00.0%)")   # reserves its space

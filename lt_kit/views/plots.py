@@ -92,7 +92,7 @@ def training_curves(history: list[dict]) -> Figure:
 
 def per_class_vs_count(metrics: dict) -> Figure:
     """Per-class test accuracy against training images per class, without and with TDE (``metrics.json``)."""
-    counts = np.asarray(metrics["train_counts"])
+    counts = np.asarray(metrics.get("group_counts") or metrics["train_counts"])     # what the splits count
     order = head_to_tail(counts)
     fig, (ax,) = new_figure(width=6.4, height=3.6)
     from lt_kit.evaluation.summary import row_name
@@ -183,7 +183,7 @@ def sample_cos(cache) -> np.ndarray:
 def cos_by_split(cache) -> dict[str, np.ndarray]:
     """cos(x, d_hat) of the test images grouped by their class's split (many/medium/few; empty splits left out)."""
     cos, labels = sample_cos(cache), cache.labels.numpy()
-    groups = shot_groups(cache.train_counts, cache.many_threshold, cache.few_threshold)
+    groups = shot_groups(cache.shot_counts, cache.many_threshold, cache.few_threshold)
     return {k: cos[np.isin(labels, idx)] for k, idx in groups.items() if len(idx)}
 
 
@@ -294,6 +294,13 @@ def logit_shift_figure(shift: dict[str, np.ndarray], train_counts, alpha: float,
 
 
 # --------------------------------------------------------------------------- compare.ipynb
+def sd_band(mean, sd, lo: float = 0.0, hi: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
+    """The band mean ± sd cut to what an accuracy can be, [lo, hi] percent: a class at 98 % ± 5 over seeds
+    is drawn up to 100, not 103 (the sd describes the spread, not values beyond the scale). NaN stays NaN."""
+    mean, sd = np.asarray(mean, float), np.asarray(sd, float)
+    return np.clip(mean - sd, lo, hi), np.clip(mean + sd, lo, hi)
+
+
 def per_class_band_figure(curves: list[tuple], *, title: str = "per-class accuracy") -> Figure:
     """Per-class accuracy against training count, one line per group of runs with a band of ± one sd.
 
@@ -307,7 +314,7 @@ def per_class_band_figure(curves: list[tuple], *, title: str = "per-class accura
         ax.plot(x, m, color=color, marker="o" if len(x) <= 30 else None, ms=3.5, lw=1.4, label=label)
         band = np.isfinite(s)
         if band.any():
-            ax.fill_between(x, m - s, m + s, where=band, color=color, alpha=0.18, lw=0)
+            ax.fill_between(x, *sd_band(m, s), where=band, color=color, alpha=0.18, lw=0)
     ax.set(xscale="log", ylim=(0, 105), xlabel="training images of the class (log)", ylabel="test accuracy %",
            title=title)
     ax.grid(alpha=0.3)
@@ -330,7 +337,9 @@ def split_bars_figure(bars: list[tuple], *, title: str = "accuracy per split") -
         color = PALETTE[i % len(PALETTE)]
         ax.bar(x, mean, width * 0.92, color=color, alpha=0.85, label=label)
         ok = np.isfinite(sd) & np.isfinite(mean)
-        ax.errorbar(x[ok], mean[ok], yerr=sd[ok], fmt="none", ecolor="#222222", elinewidth=1.2, capsize=3)
+        low, high = sd_band(mean[ok], sd[ok])           # error bars cut to [0, 100] % as the band is
+        ax.errorbar(x[ok], mean[ok], yerr=[mean[ok] - low, high - mean[ok]], fmt="none", ecolor="#222222",
+                    elinewidth=1.2, capsize=3)
         for j, k in enumerate(splits):
             v = 100 * np.asarray([u for u in values[k] if u == u], float)
             ax.scatter(x[j] + np.linspace(-0.25, 0.25, len(v)) * width if len(v) > 1 else [x[j]] * len(v), v,

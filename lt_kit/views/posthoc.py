@@ -11,8 +11,16 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from lt_kit.evaluation.features import FeatureCache
-from lt_kit.evaluation.summary import TEST_CHOSEN_NOTE, MethodEvaluator, format_rows, row_name, summary, table_rows
-from lt_kit.methods import methods_for
+from lt_kit.evaluation.summary import (
+    TEST_CHOSEN_NOTE,
+    MethodEvaluator,
+    format_rows,
+    row_name,
+    summary,
+    table_rows,
+    two_stage_note,
+)
+from lt_kit.methods import DECOUPLED, methods_for
 from lt_kit.views.plots import PALETTE, _pct, new_figure
 
 METHOD_COLORS = {"tde": PALETTE[0], "logit_adjust": PALETTE[1], "tau_norm": PALETTE[2], "crt": PALETTE[3],
@@ -28,7 +36,9 @@ def method_curves(cache: FeatureCache, val_cache: FeatureCache | None, preset_al
     out = []
     for name, e in info.items():            # two-stage methods (cRT, LWS): no strength, fixed points
         if e.get("kind") == "two-stage":
+            m = DECOUPLED[name]
             out.append({"method": name, "label": e["label"], "strength_name": None, "fixed": True,
+                        "rule_label": m.rule_label, "val_label": m.val_label,
                         "overall": _pct(e["rule"]["metrics"]["overall"]),
                         "tail": _pct(e["rule"]["metrics"]["head_tail"]["tail"]),
                         "rule": e["rule"]["strength"], "val": e["val"]["strength"] if e["val"] else None,
@@ -50,17 +60,18 @@ def method_curves(cache: FeatureCache, val_cache: FeatureCache | None, preset_al
 def comparison_figure(curves: list[dict], head_label: str) -> Figure:
     """Overall and tail test accuracy against strength for every method on shared axes; each method's paper
     rule (open diamond) and validation-chosen strength (filled circle) are marked on its curve. A two-stage
-    method (cRT, LWS) has no strength: a dashed level line at its rule, a square at its val-chosen epoch."""
+    method (cRT, LWS) has no strength: a dashed level line at its last epoch (lt_kit's rule), a square at its
+    val-chosen epoch (the authors' procedure)."""
     fig, axes = new_figure(2, width=4.6, height=3.4)
     for ax, key, title in zip(axes, ("overall", "tail"), ("overall", "tail (classes below the median count)")):
         for c in curves:
             color = METHOD_COLORS.get(c["method"], PALETTE[4])
             if c.get("fixed"):          # no strength: a level line at its rule, a marker for its val-chosen epoch
                 ax.axhline(c[key], color=color, lw=1.4, ls="--",
-                           label=f"{c['label']} (no strength; epoch {c['rule']:g})")
+                           label=f"{c['label']} (no strength) {c['rule_label']}: epoch {c['rule']:g}")
                 if c["val"] is not None:
                     ax.plot([0], [c["val_" + key]], "s", ms=7, color=color, mec="black", clip_on=False,
-                            label=f"{c['label']} val-chosen epoch {c['val']:g}")
+                            label=f"{c['label']} {c['val_label']}: epoch {c['val']:g}")
                 continue
             x, y = c["strengths"], c[key]
             ax.plot(x, y, color=color, lw=1.8, label=f"{c['label']} ({c['strength_name']})")
@@ -91,5 +102,5 @@ def comparison_table(cache: FeatureCache, val_cache: FeatureCache | None, preset
     how = ("val = chosen on the validation split" if val_cache is not None else
            "this run has no validation split (train with val_per_class, or val_root), so no strength was chosen")
     notes = (f"rule = the paper's fixed strength; {how}; rows marked '{TEST_CHOSEN_NOTE}' picked their strength on "
-             "the test set itself and are not results",)
+             "the test set itself and are not results", *two_stage_note(m["methods"]))
     return format_rows(rows, m["thresholds"], notes)

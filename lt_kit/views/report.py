@@ -17,6 +17,7 @@ from lt_kit.runs.compare import (
     NO_EFFECT,
     SPLITS,
     Group,
+    drop_repeats,
     expand,
     group_runs,
     ignored,
@@ -33,6 +34,7 @@ class Comparison:
     skipped: list[tuple[str, str]] = field(default_factory=list)     # (folder or pattern, reason)
     ignored_files: int = 0
     ignore: tuple = ()                                               # the caller's own --ignore keys
+    repeats: list[tuple[str, str]] = field(default_factory=list)     # (a name dropped, the kept name of that folder)
 
     def evaluations(self) -> list[str]:
         return list(dict.fromkeys(e for g in self.groups for e in g.evaluations()))
@@ -61,7 +63,8 @@ class Comparison:
         return out
 
     def notes(self) -> list[str]:
-        """What the numbers mean, which subsets differ, repeated seeds, lt_kit versions and skipped folders."""
+        """What the numbers mean, which subsets differ, repeated seeds, lt_kit versions, folders named twice and
+        skipped folders."""
         t = {(r.thresholds.get("many"), r.thresholds.get("few")) for g in self.groups for r in g.runs}
         (many, few), = t if len(t) == 1 else ((None, None),)
         rule = f"many > {many}, few < {few} training images" if len(t) == 1 else "each group's many/few thresholds"
@@ -87,6 +90,9 @@ class Comparison:
         versions = sorted({r.version for g in self.groups for r in g.runs if r.version})
         if len(versions) > 1:
             out.append(f"written by lt_kit {' / '.join(versions)}")
+        if self.repeats:                  # one folder named twice is one run, never two seeds
+            out.append("named more than once, counted once (the first name kept): " + "; ".join(
+                f"{d} (named twice)" if str(d) == str(k) else f"{d} (= {k})" for d, k in self.repeats))
         if self.ignored_files:
             out.append(f"{self.ignored_files} plain file{'s' * (self.ignored_files > 1)} matched by the globs "
                        "left out")
@@ -206,6 +212,7 @@ def compare_runs(patterns: Sequence[str] | str, *, strict: bool = False, ignore:
     if unknown:
         raise LtKitError(f"unknown parameter {unknown[0]!r} to ignore; parameters: {', '.join(PARAMS)}")
     folders, missing, files = expand(patterns, base, exclude)
+    folders, repeats = drop_repeats(folders)
     runs, skipped = read_runs(folders)
     skipped = missing + skipped
     if strict and skipped:
@@ -214,7 +221,7 @@ def compare_runs(patterns: Sequence[str] | str, *, strict: bool = False, ignore:
     if not runs:
         why = "; ".join(f"{p}: {reason}" for p, reason in skipped[:3]) or "no folder given"
         raise LtKitError(f"no run to compare among {len(folders) + len(missing)} given ({why})")
-    return Comparison(group_runs(runs, ignore), skipped, files, tuple(ignore))
+    return Comparison(group_runs(runs, ignore), skipped, files, tuple(ignore), [(str(d), str(k)) for d, k in repeats])
 
 
 def compare_command(args) -> int:
