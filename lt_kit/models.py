@@ -15,6 +15,7 @@ import torchvision
 from torch import Tensor, nn
 
 from lt_kit.errors import LtKitError
+from lt_kit.maths.renamed import renamed_keyword
 from lt_kit.maths.tde import tde_logits
 
 _BACKBONES: dict[str, Callable[[], nn.Module]] = {}
@@ -169,10 +170,12 @@ def register_head(name: str):
 
 @register_head("causal_norm")
 class CausalNormHead(nn.Module):
-    """The multi-head causal-norm classifier (Eq. 7 in training, Eq. 8 when given ``alpha``)."""
+    """The multi-head causal-norm classifier (Eq. 7 in training, Eq. 8 when given ``alpha``). ``cn_tau``: its
+    logit scale (``tau=`` before 0.2.0: still accepted with a FutureWarning until 0.3.0)."""
 
     label = "De-confound"
 
+    @renamed_keyword("tau", "cn_tau")      # the keyword was tau before 0.2.0 (**_ would have swallowed it)
     def __init__(self, num_features: int, num_classes: int, *, num_heads: int = 2, cn_tau: float = 16.0,
                  gamma: float = 1 / 32, **_):
         super().__init__()
@@ -244,8 +247,11 @@ class NormLinearHead(nn.Module):
 
 class LTModel(nn.Module):
     """Backbone + head + the momentum direction, kept as a buffer so it is saved with the weights and
-    moves with ``.to(device)``. The training step updates it explicitly (see ``train.train_one_epoch``)."""
+    moves with ``.to(device)``. The training step updates it explicitly (see ``train.train_one_epoch``).
+    ``cn_tau``: the causal-norm head's logit scale; ``tau=``, its name before 0.2.0, is still accepted with a
+    FutureWarning until 0.3.0 (both given: TypeError)."""
 
+    @renamed_keyword("tau", "cn_tau")      # the keyword was tau before 0.2.0
     def __init__(self, arch: str, num_classes: int, *, head: str = "causal_norm", num_heads: int = 2,
                  cn_tau: float = 16.0, gamma: float = 1 / 32, norm_scale: float = 30.0):
         super().__init__()

@@ -28,6 +28,28 @@ def test_logit_adjusted_loss_by_hand():
     assert logit_adjusted_loss(logits, y, [3, 1], 1.0).item() == pytest.approx(-(p[0, 1] / p.sum()).log().item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("fn", ["logit_adjusted_loss", "adjusted_cross_entropy"])
+def test_the_old_keyword_tau_of_the_losses_warns_and_gives_what_loss_tau_gives(fn):
+    """``tau=``, the name of ``loss_tau`` before 0.2.0: a FutureWarning at the caller's line and the same loss bit
+    for bit until 0.3.0; both names given is a TypeError; the signature shows ``loss_tau`` only."""
+    import inspect
+
+    from lt_kit.maths import losses
+    from lt_kit.maths.posthoc import log_prior
+    f = getattr(losses, fn)
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(5, 3, generator=g), torch.tensor([0, 1, 2, 0, 0])
+    third = [6, 3, 1] if fn == "logit_adjusted_loss" else log_prior([6, 3, 1])    # counts / a built log prior
+    with pytest.warns(FutureWarning, match=rf"{fn}\(\): the keyword tau= is now loss_tau=.*removed in lt_kit 0\.3\.0") as rec:
+        old = f(logits, y, third, tau=0.5)
+    assert rec[0].filename == __file__
+    assert torch.equal(old, f(logits, y, third, loss_tau=0.5)) and torch.equal(old, f(logits, y, third, 0.5))
+    assert not torch.equal(old, f(logits, y, third, 1.0))                             # 0.5 was used
+    with pytest.raises(TypeError, match="got both tau= and loss_tau="):
+        f(logits, y, third, tau=0.5, loss_tau=0.5)
+    assert "loss_tau" in inspect.signature(f).parameters and "tau" not in inspect.signature(f).parameters
+
+
 def test_logit_adjusted_loss_says_what_its_prior_argument_is():
     """Counts as a list or as a tensor are counts; a log prior is given by keyword and checked to be one."""
     from lt_kit.maths.posthoc import log_prior

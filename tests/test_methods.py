@@ -55,6 +55,43 @@ def test_logit_adjust_refuses_an_empty_class_and_a_class_count_mismatch():
         logit_adjust(torch.zeros(1, 2), [3, 1, 1], 1.0)
 
 
+# --------------------------------------------------------------------------- the old keyword tau (before 0.2.0)
+_POSTHOC_RENAMES = [(logit_adjust, "la_tau", lambda: (torch.tensor([[1.0, 2.0], [0.5, -1.0]]), [3, 1])),
+                    (tau_normalize, "tn_tau", lambda: (torch.tensor([[3.0, 4.0], [0.0, 2.0]]),))]
+
+
+@pytest.mark.parametrize("fn,new,args", _POSTHOC_RENAMES)
+def test_the_old_keyword_tau_of_the_posthoc_functions_warns_and_gives_what_the_new_one_gives(fn, new, args):
+    """``logit_adjust(..., tau=0.5)`` and ``tau_normalize(..., tau=0.5)``, as written against 0.1.0, run for one
+    more release: a FutureWarning naming the new keyword (at the caller's line) and the same tensor bit for bit."""
+    with pytest.warns(FutureWarning, match=rf"{fn.__name__}\(\): the keyword tau= is now {new}=.*removed in lt_kit "
+                      r"0\.3\.0") as rec:
+        old = fn(*args(), tau=0.5)
+    assert rec[0].filename == __file__                                  # stacklevel: the caller's line
+    assert torch.equal(old, fn(*args(), **{new: 0.5})) and torch.equal(old, fn(*args(), 0.5))
+    assert not torch.equal(old, fn(*args(), 1.0))                       # 0.5 was used
+
+
+@pytest.mark.parametrize("fn,new,args", _POSTHOC_RENAMES)
+def test_both_tau_and_the_new_keyword_of_a_posthoc_function_is_a_type_error(fn, new, args):
+    with pytest.raises(TypeError, match=f"got both tau= and {new}="):
+        fn(*args(), tau=0.5, **{new: 0.5})
+
+
+@pytest.mark.parametrize("fn,new,args", _POSTHOC_RENAMES)
+def test_the_posthoc_functions_show_their_new_keyword_and_do_not_warn_on_it(fn, new, args):
+    import inspect
+    import warnings
+
+    import lt_kit
+    assert getattr(lt_kit, fn.__name__) is fn
+    assert new in inspect.signature(fn).parameters and "tau" not in inspect.signature(fn).parameters
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fn(*args(), **{new: 0.5})
+        fn(*args(), 0.5)
+
+
 # --------------------------------------------------------------------------- the registry
 def make_cache(head: str, n: int = 200, c: int = 4, d: int = 8, seed: int = 0) -> FeatureCache:
     g = torch.Generator().manual_seed(seed)
@@ -211,6 +248,20 @@ def test_test_rebuilds_what_fit_evaluated_and_never_rewrites_metrics(val_run, tm
         score_run(run, method="tau_norm", strength=1.0)
     with pytest.raises(LtKitError, match="give --strength instead"):
         score_run(run, method="logit_adjust", alpha=1.0)
+
+
+def test_test_run_is_score_run_under_its_old_name_with_a_warning(smoke_copy):
+    """``lt_kit.test_run``, the public name of ``score_run`` before 0.2.0, still scores a run (every keyword passed
+    on) with a FutureWarning naming ``score_run``, until 0.3.0."""
+    import lt_kit
+    assert "test_run" in lt_kit.__all__ and lt_kit.test_run.__test__ is False       # pytest never collects it
+    with pytest.warns(FutureWarning, match=r"test_run\(\) is now score_run\(\).*removed in lt_kit 0\.3\.0") as rec:
+        old = lt_kit.test_run(smoke_copy, method="logit_adjust", strength=0.25)
+    assert rec[0].filename == __file__
+    new = lt_kit.score_run(smoke_copy, method="logit_adjust", strength=0.25)
+    assert json.dumps(old, sort_keys=True) == json.dumps(new, sort_keys=True)       # NaN included
+    lines = [json.loads(ln) for ln in (smoke_copy / "evaluations.jsonl").read_text().splitlines()]
+    assert [(r["method"], r["strength"]) for r in lines[-2:]] == [("logit_adjust", 0.25)] * 2
 
 
 def test_cli_test_takes_a_method_and_strength(val_run, tmp_path, capsys):

@@ -21,8 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import lt_kit.maths.posthoc as posthoc
+from lt_kit.maths.renamed import renamed_keyword
 
 
+@renamed_keyword("tau", "loss_tau")        # the keyword was tau before 0.2.0
 def logit_adjusted_loss(logits: Tensor, target: Tensor, class_counts=None, loss_tau: float = 1.0,
                         label_smoothing: float = 0.0, *, log_prior: Tensor | None = None) -> Tensor:
     """Cross-entropy on ``logits + loss_tau * log(prior)`` (prior = training class frequencies).
@@ -30,7 +32,8 @@ def logit_adjusted_loss(logits: Tensor, target: Tensor, class_counts=None, loss_
     Give either ``class_counts`` (a list or a tensor: counts, whatever their type) or, by keyword,
     ``log_prior`` = ``posthoc.log_prior(counts)`` (computed once, already on the device). A log prior is
     checked to be one (a float tensor, one entry per class, whose exp sums to 1): counts passed there are
-    refused, never silently used as a shift."""
+    refused, never silently used as a shift. ``tau=``, the name of ``loss_tau`` before 0.2.0, is still accepted
+    with a FutureWarning until 0.3.0; giving both is a TypeError."""
     if (class_counts is None) == (log_prior is None):
         raise ValueError("give class_counts or log_prior (keyword), exactly one of them")
     if log_prior is None:
@@ -54,10 +57,12 @@ def check_log_prior(log_prior, num_classes: int) -> Tensor:
     return log_prior
 
 
+@renamed_keyword("tau", "loss_tau")        # the keyword was tau before 0.2.0
 def adjusted_cross_entropy(logits: Tensor, target: Tensor, shift: Tensor, loss_tau: float,
                            label_smoothing: float = 0.0) -> Tensor:
     """The loss itself, unchecked: ``shift`` is a log prior already built (the training step calls this every
-    step with ``methods``' precomputed one, with no host sync)."""
+    step with ``methods``' precomputed one, with no host sync). ``tau=`` for ``loss_tau``: as in
+    :func:`logit_adjusted_loss`."""
     return F.cross_entropy(logits + loss_tau * shift.to(logits.device, logits.dtype), target,
                            label_smoothing=label_smoothing)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lt_kit.maths.renamed import renamed_keyword
 from lt_kit.maths.strength import check_strength
 
 _NORM_EPS = 1e-12
@@ -32,13 +33,15 @@ def log_prior(class_counts) -> Tensor:
     return (counts / counts.sum()).log().float()
 
 
+@renamed_keyword("tau", "la_tau")          # the keyword was tau before 0.2.0
 def logit_adjust(logits: Tensor, class_counts, la_tau: float) -> Tensor:
     """Post-hoc logit adjustment: ``logits - la_tau * log(prior)`` with ``prior = counts / counts.sum()``.
 
     Args:
         logits: (B, C) scores of any classifier.
         class_counts: C training images per class.
-        la_tau: strength, >= 0 (0 leaves the logits unchanged; 1 is the paper's rule).
+        la_tau: strength, >= 0 (0 leaves the logits unchanged; 1 is the paper's rule). Its name before 0.2.0,
+            ``tau=``, is still accepted with a FutureWarning until 0.3.0; giving both is a TypeError.
     Returns:
         (B, C) adjusted logits.
     """
@@ -48,12 +51,14 @@ def logit_adjust(logits: Tensor, class_counts, la_tau: float) -> Tensor:
     return logits - la_tau * log_prior(class_counts).to(logits.device, logits.dtype)
 
 
+@renamed_keyword("tau", "tn_tau")          # the keyword was tau before 0.2.0
 def tau_normalize(weight: Tensor, tn_tau: float) -> Tensor:
     """tau-normalisation: each row (class) of ``weight`` divided by its L2 norm to the power ``tn_tau``.
 
     Args:
         weight: (C, D) weight of a bias-free linear classifier.
-        tn_tau: strength, >= 0 (0 leaves the weight unchanged; 1 gives unit-norm class weights).
+        tn_tau: strength, >= 0 (0 leaves the weight unchanged; 1 gives unit-norm class weights). Its name
+            before 0.2.0, ``tau=``, is still accepted with a FutureWarning until 0.3.0; giving both is a TypeError.
     Returns:
         (C, D) rescaled weight.
     """

@@ -7,12 +7,10 @@ so there is exactly one implementation of the maths. Reference: KaihuaTang/Long-
 """
 from __future__ import annotations
 
-import functools
-import warnings
-
 import torch
 from torch import Tensor
 
+from lt_kit.maths.renamed import renamed_keyword
 from lt_kit.maths.strength import check_alpha
 
 # The reference divides by ||x|| with no epsilon, so an all-zero feature gives NaN there. lt_kit clamps the
@@ -20,32 +18,9 @@ from lt_kit.maths.strength import check_alpha
 _NORM_EPS = 1e-12
 
 
-def renamed_keyword(old: str, new: str, *, since: str, removal: str):
-    """Decorator: the function still takes its keyword's old name ``old`` for ``new``, for one release.
-
-    ``old=`` is passed on as ``new=`` with a FutureWarning that names the new keyword and the release that drops
-    the old one. FutureWarning, not DeprecationWarning: Python shows it under its default filters wherever the
-    call comes from (a notebook cell, a user's own module, a script), where a DeprecationWarning is hidden unless
-    the call is in ``__main__``; a keyword that disappears in the next release should be seen by every caller.
-    Both names given is a TypeError, as Python raises for a keyword given twice."""
-    def wrap(fn):
-        @functools.wraps(fn)
-        def call(*args, **kwargs):
-            if old in kwargs:                   # the common path (new name or default) costs one dict lookup
-                if new in kwargs:
-                    raise TypeError(f"{fn.__name__}() got both {old}= and {new}=; {old} is the old name of {new} "
-                                    f"(renamed in lt_kit {since}): pass {new}= only")
-                warnings.warn(f"{fn.__name__}(): the keyword {old}= is now {new}= (renamed in lt_kit {since}); "
-                              f"{old}= still works but is removed in lt_kit {removal}", FutureWarning, stacklevel=2)
-                kwargs[new] = kwargs.pop(old)
-            return fn(*args, **kwargs)
-        return call
-    return wrap
-
-
 # The causal-norm scale was the keyword ``tau`` until lt_kit 0.2.0 (``cn_tau`` tells it from logit adjustment's
 # ``la_tau`` and tau-normalisation's ``tn_tau``); notebooks written against 0.1.0 still pass ``tau=``.
-_OLD_TAU = renamed_keyword("tau", "cn_tau", since="0.2.0", removal="0.3.0")
+_OLD_TAU = renamed_keyword("tau", "cn_tau")    # since 0.2.0, removed in 0.3.0 (maths/renamed.py)
 
 
 def split_heads(t: Tensor, num_heads: int) -> Tensor:
