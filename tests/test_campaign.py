@@ -63,8 +63,9 @@ def test_rows_record_in_order_and_never_run_again(tmp_path, monkeypatch):
     monkeypatch.setattr(campaign, "write_between", lambda *a: readme_writes.append(a) or a[0])
     _run(tmp_path, "--readme")
     assert [Path(p).name for p in calls] == ["linear_s0"]          # the recorded row was not trained again
-    assert len(readme_writes) == 1 and readme_writes[0][0].name == "README.md"      # --readme: after each row
-    assert "| Softmax |" in readme_writes[0][2]
+    # --readme: after each row, the short table into README.md and the full one into docs/results.md
+    assert [(a[0].name, a[0].parent.name) for a in readme_writes] == [("README.md", ROOT.name), ("results.md", "docs")]
+    assert "| Softmax |" in readme_writes[0][2] and readme_writes[1][2] == c.headline()
     monkeypatch.undo()
     assert "done" in c.status().splitlines()[2]
     table = json.loads((tmp_path / "res" / "camp_test.json").read_text())
@@ -80,6 +81,19 @@ def test_rows_record_in_order_and_never_run_again(tmp_path, monkeypatch):
     assert not any("| paper rule |" in ln for ln in lines if "cRT" in ln or "LWS" in ln)
     assert len(lines) == sum(len(json.loads(f.read_text())["rows"]) for f in (tmp_path / "res" / "rows").iterdir())
     assert (tmp_path / "res" / "headline.md").read_text().endswith(head)
+    # the README's short table: the same cells for the rows that carry the reading, tau-norm and the rule rows
+    # of cRT / LWS left to the full table, and of cRT / LWS only the one with the better validation accuracy
+    short = [ln for ln in c.headline(short=True).splitlines() if ln.startswith("| ") and "---" not in ln][1:]
+    assert set(short) <= set(lines) and readme_writes[0][2] == c.headline(short=True)
+    assert [ln.split(" | ")[0] for ln in short] == [
+        "| De-confound", "| De-confound-TDE (a=1)", "| De-confound-TDE", "| De-confound + logit adj. (tau=1)",
+        "| De-confound + logit adj.", short[5].split(" | ")[0], "| Softmax", "| Softmax + logit adj. (tau=1)",
+        "| Softmax + logit adj.", short[9].split(" | ")[0]]
+    for i, run in ((5, "causal_s0"), (9, "linear_s0")):
+        val = {m: json.loads((tmp_path / "res" / "runs" / run / "metrics.json").read_text())["methods"][m]["val"]
+               ["val_overall"] for m in ("crt", "lws")}
+        best = max(val, key=lambda m: (val[m], m))
+        assert f"+ {dict(crt='cRT', lws='LWS')[best]} | val split (authors' procedure) |" in short[i], (short[i], val)
     (tmp_path / "res" / "headline.md").unlink()            # killed between a row's record and its tables:
     (tmp_path / "res" / "camp_test.md").unlink()           # the next run rebuilds them before it trains
     _run(tmp_path)
