@@ -154,7 +154,30 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--ignore", action="append", default=[], metavar="KEY",
                    help="a parameter that may also differ inside a group, as seed does (e.g. weight_decay); "
                    "settings that cannot change a result (device, data_root, ...) always may")
+    _analysis_parsers(sub)
     return p
+
+
+def _analysis_parsers(sub) -> None:
+    """``shift``, ``calibration``, ``gap``: how far to trust a gap (``views/analysis.py``)."""
+    sh = sub.add_parser("shift", help="a run's every evaluation under test label distributions (LADE / SADE priors)")
+    sh.add_argument("--prior", action="append", metavar="NAME", help="forward50..forward2, uniform, backward2.."
+                    "backward50 (any forwardR / backwardR), train, or all; repeatable (default: forward50, "
+                    "forward10, uniform, backward10, backward50)")
+    sh.add_argument("--weights", metavar="W1,W2,...", help="a prior of your own: one positive weight per class")
+    ca = sub.add_parser("calibration", help="a run's ECE, NLL and reliability, before and after a validation "
+                        "temperature, overall and many / medium / few")
+    gp = sub.add_parser("gap", help="every evaluation's paired accuracy gap to one: bootstrap interval, McNemar p")
+    gp.add_argument("--against", default="tde", metavar="EVALUATION", help="the reference (default: tde; any "
+                    "evaluation such as softmax, logit_adjust/val, crt/rule)")
+    gp.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (default 0)")
+    gp.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples (default 10000)")
+    for q in (sh, ca, gp):
+        q.add_argument("--run-dir", required=True, action="append" if q is gp else "store",
+                       help="the run" + (" (repeat it for runs that differ only in seed: gaps over seeds)"
+                                         if q is gp else ""))
+        q.add_argument("--device", help="override the run's device (for a cache rebuild)")
+        q.add_argument("--data-root", help="where the run's data lies on this machine, when a cache must be rebuilt")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
             from lt_kit.views.report import compare_command
             with to_stdout():        # it prints the table (or markdown / CSV) and what it wrote
                 return compare_command(args)
+        if args.cmd in ("shift", "calibration", "gap"):
+            from lt_kit.views.analysis import analysis_command
+            with to_stdout():
+                return analysis_command(args)
         from lt_kit.evaluation.summary import format_table
         from lt_kit.training.fit import fit
         from lt_kit.training.score import format_test, score_run

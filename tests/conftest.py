@@ -24,6 +24,16 @@ def smoke_run(tmp_path_factory) -> Path:
     return run
 
 
+@pytest.fixture(scope="session")
+def smoke_val_run(tmp_path_factory) -> Path:
+    """``smoke_run``'s recipe with a validation split (5 images per class): val_features.pt too."""
+    from lt_kit.config import load_params_file, resolve
+    from lt_kit.training.fit import fit
+    run = tmp_path_factory.mktemp("smoke_val") / "run"
+    fit(resolve({**load_params_file(ROOT / "params" / "smoke.yaml"), "val_per_class": 5}), run, progress=False)
+    return run
+
+
 def write_cifar(root: Path, *, num_classes: int = 10, per_class_train: int = 30, per_class_test: int = 10,
                 seed: int = 0) -> Path:
     """Write a small CIFAR-10 (or -100) in torchvision's pickle layout; images are class-coloured noise."""

@@ -248,6 +248,33 @@ def test_fit_caches_the_training_subset_and_writes_crt_and_lws(two_stage_run):
     assert "(epoch=N, val) = val split (authors' procedure)" in table
 
 
+def _test_result(method: str, val: bool) -> dict:
+    """What ``score_run`` returns for a two-stage method (``format_test``'s input), by hand."""
+    m = {"many": 0.9, "medium": 0.5, "few": float("nan"), "overall": 0.8, "head_tail": {"head": 0.9, "tail": 0.6}}
+    return {"method": method, "strength": 10, "head": "linear", "loss": "ce", "checkpoint": None, "metrics": m,
+            "val": {"strength": 4, "metrics": m} if val else None,
+            "settings": {"epochs": 10, "lr": 0.2, "batch": 512, "weight_decay": 5e-4}, "passes": 1, "seconds": 0.25,
+            "prior_check": None, "thresholds": {"many": 100, "few": 20}}
+
+
+@pytest.mark.parametrize("method", ["crt", "lws"])
+def test_test_output_names_the_two_stage_rows_as_the_run_table_does(method):
+    """``python -m lt_kit test --method crt`` prints the note the run's table gives (``two_stage_note``): the
+    ``epoch=N`` row is lt_kit's rule (the last epoch), the ``epoch=N, val`` row the authors' procedure."""
+    from lt_kit.evaluation.summary import two_stage_note
+    from lt_kit.training.score import format_test
+    label = DECOUPLED[method].label
+    text = format_test(_test_result(method, val=True))
+    assert f"Softmax + {label} (epoch=10)" in text and f"Softmax + {label} (epoch=4, val)" in text
+    note = f"{label}: (epoch=N) = last epoch (lt_kit rule), the last epoch's classifier; (epoch=N, val) = val split " \
+           "(authors' procedure), the epoch best on the validation split, as Kang et al.'s code keeps it"
+    assert note in text.splitlines()
+    assert note == two_stage_note({method: {"rule": {}, "val": {"strength": 4}}})[0]       # the run table's words
+    alone = format_test(_test_result(method, val=False)).splitlines()                         # no validation split
+    assert f"{label}: (epoch=N) = last epoch (lt_kit rule), the last epoch's classifier" in alone
+    assert not any("authors' procedure" in ln for ln in alone)
+
+
 def test_cli_test_fits_crt_from_the_cache_and_rebuilds_a_missing_one(two_stage_run, tmp_path, capsys):
     from lt_kit.cli import main
     run = shutil.copytree(two_stage_run, tmp_path / "run")
@@ -256,6 +283,7 @@ def test_cli_test_fits_crt_from_the_cache_and_rebuilds_a_missing_one(two_stage_r
     assert main(["test", "--run-dir", str(run), "--method", "crt"]) == 0
     out = capsys.readouterr().out
     assert "De-confound + cRT (epoch=10)" in out and "(epoch=" in out and "fit " in out
+    assert "cRT: (epoch=N) = last epoch (lt_kit rule)" in out and "= val split (authors' procedure)" in out
     assert (run / "train_features.pt").is_file()
     (run / "val_features.pt").unlink()                     # a lost validation cache is rebuilt, not skipped
     assert main(["test", "--run-dir", str(run), "--method", "crt"]) == 0

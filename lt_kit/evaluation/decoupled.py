@@ -12,6 +12,8 @@ epoch's classifier) beside the authors' procedure (the epoch best on the validat
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -34,11 +36,12 @@ PRIOR_GRID = np.round(np.arange(-1.0, 2.0001, 0.05), 6)   # logit-adjustment tau
 class DecoupledFit:
     """cRT or LWS fitted on ``train_cache`` with the run's ``params`` (seed and the method's settings); the epoch
     is chosen on ``val_cache`` when given. ``logits(cache, which)``: ``"last"`` (lt_kit's fixed rule) or ``"best"``
-    (the epoch best on the validation split, the authors' procedure), or with ``keep_epochs`` any epoch number
-    (1-based: the classifier after that epoch, for choosing the epoch by another rule)."""
+    (the epoch best on the validation split, the authors' procedure). ``on_epoch(epoch, logits_of)``: called
+    after each epoch (1-based) with ``logits_of(cache)``, that epoch's classifier's logits on any cache (to choose
+    the epoch by another rule; nothing of it is kept)."""
 
     def __init__(self, method: str, train_cache: FeatureCache, params: dict, val_cache: FeatureCache | None = None,
-                 keep_epochs: bool = False):
+                 on_epoch: Callable[[int, Callable[[FeatureCache], Tensor]], None] | None = None):
         from lt_kit.methods import get_decoupled, head_logits
         self.method = get_decoupled(method, train_cache.head)
         self.hyper = self.method.hyper(params)
@@ -54,17 +57,14 @@ class DecoupledFit:
         self.result = retrain(theta, self._fn, self._inputs(train_cache), train_cache.labels,
                               epochs=self.hyper["epochs"], lr=self.hyper["lr"], batch_size=self.hyper["batch"],
                               seed=seed, epoch_images=len(train_cache.labels) // max(1, train_cache.passes),
-                              weight_decay=self.hyper["weight_decay"], val=val, keep_epochs=keep_epochs)
+                              weight_decay=self.hyper["weight_decay"], val=val,
+                              on_epoch=None if on_epoch is None else
+                              lambda e, theta: on_epoch(e, lambda c: self._fn(theta, self._inputs(c))))
         self.train_images, self.passes = len(train_cache.labels), train_cache.passes
 
     @torch.no_grad()
-    def logits(self, cache: FeatureCache, which: str | int = "last") -> Tensor:
-        if isinstance(which, str):
-            theta = self.result.last if which == "last" else self.result.best
-        elif self.result.epochs is None:
-            raise ValueError("an epoch's classifier needs DecoupledFit(..., keep_epochs=True)")
-        else:
-            theta = self.result.epochs[int(which) - 1]
+    def logits(self, cache: FeatureCache, which: str = "last") -> Tensor:
+        theta = self.result.last if which == "last" else self.result.best
         return self._fn(theta, self._inputs(cache))
 
 

@@ -89,21 +89,22 @@ class Retrained:
     best_epoch: int
     val_curve: list
     seconds: float
-    epochs: list | None = None      # every epoch's parameters (``retrain(keep_epochs=True)``), epoch 1 first
 
 
 def retrain(theta: dict, logits_fn: Callable[[dict, Tensor], Tensor], inputs: Tensor, labels: Tensor, *,
             epochs: int, lr: float, batch_size: int, seed: int, epoch_images: int | None = None,
             weight_decay: float = WEIGHT_DECAY,
-            val: tuple[Tensor, Tensor] | None = None, keep_epochs: bool = False) -> Retrained:
+            val: tuple[Tensor, Tensor] | None = None,
+            on_epoch: Callable[[int, dict], None] | None = None) -> Retrained:
     """Train the tensors in ``theta`` (updated in place) so that ``logits_fn(theta, inputs[i])`` classifies
     ``labels[i]``: cross-entropy, SGD (momentum 0.9, ``weight_decay`` on every tensor), cosine lr from ``lr``,
     class-aware batches from one :class:`ClassAwareSampler` seeded by ``seed`` (its cycles run on across epochs),
     ``epoch_images // batch_size`` steps per epoch. ``epoch_images``: the training set's size (default
     ``len(inputs)``; K augmented passes cached as K x N rows still make an epoch of N). ``val``: (inputs, labels)
     scored after each epoch; the best epoch is the first with the highest accuracy (the authors keep their best
-    epoch on validation data the same way). ``keep_epochs``: keep every epoch's parameters too (to choose the
-    epoch by another rule, e.g. a validation accuracy weighted to a test prior; training is unchanged)."""
+    epoch on validation data the same way). ``on_epoch(epoch, theta)``: called after each epoch (1-based) with the
+    parameters as they are then, to score them by another rule (e.g. a validation accuracy weighted to a test
+    prior) without keeping every epoch's copy; it must not change them (training is unchanged)."""
     t0 = time.time()
     params = list(theta.values())
     for p in params:
@@ -112,7 +113,7 @@ def retrain(theta: dict, logits_fn: Callable[[dict, Tensor], Tensor], inputs: Te
     sampler = ClassAwareSampler(labels, SAMPLES_PER_CLASS_VISIT, torch.Generator().manual_seed(seed))
     steps = max(1, (len(inputs) if epoch_images is None else epoch_images) // batch_size)
     snap = lambda: {k: v.detach().clone() for k, v in theta.items()}  # noqa: E731
-    best, best_epoch, best_acc, curve, kept = None, epochs, -1.0, [], []
+    best, best_epoch, best_acc, curve = None, epochs, -1.0, []
     for epoch in range(epochs):
         for group in opt.param_groups:
             group["lr"] = cosine_lr(lr, epoch, epochs)
@@ -122,8 +123,9 @@ def retrain(theta: dict, logits_fn: Callable[[dict, Tensor], Tensor], inputs: Te
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        if keep_epochs:
-            kept.append(snap())
+        if on_epoch is not None:
+            with torch.no_grad():
+                on_epoch(epoch + 1, theta)
         if val is not None:
             with torch.no_grad():
                 acc = float((logits_fn(theta, val[0]).argmax(1) == val[1]).float().mean())
@@ -133,8 +135,7 @@ def retrain(theta: dict, logits_fn: Callable[[dict, Tensor], Tensor], inputs: Te
     for p in params:
         p.requires_grad_(False)
     last = snap()
-    return Retrained(last, best if best is not None else last, best_epoch, curve, time.time() - t0,
-                     kept if keep_epochs else None)
+    return Retrained(last, best if best is not None else last, best_epoch, curve, time.time() - t0)
 
 
 def init_linear(num_features: int, num_classes: int, seed: int) -> dict:

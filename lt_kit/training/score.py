@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 
 from lt_kit.errors import LtKitError
 from lt_kit.evaluation.decoupled import decoupled_summary
 from lt_kit.evaluation.features import FeatureCache, cache_features, cache_train_features
-from lt_kit.evaluation.summary import MethodEvaluator, format_rows, row_name, summary
+from lt_kit.evaluation.summary import MethodEvaluator, format_rows, row_name, summary, two_stage_note
 from lt_kit.methods import DECOUPLED, POSTHOC, applies, get_method
 from lt_kit.runs.rundir import EVALUATED, RunDir, load_checkpoint
 from lt_kit.training.build import build_data, build_model, resolve_device, train_pass_loaders
@@ -61,6 +62,17 @@ def score_run(run_dir, *, method: str | None = None, strength: float | None = No
     return out
 
 
+def test_run(run_dir, **kwargs) -> dict:
+    """The name of :func:`score_run` before lt_kit 0.2.0: the same call (every keyword of ``score_run``), with a
+    FutureWarning; removed in lt_kit 0.3.0."""
+    warnings.warn("test_run() is now score_run() (renamed in lt_kit 0.2.0); test_run still works but is removed in "
+                  "lt_kit 0.3.0", FutureWarning, stacklevel=2)
+    return score_run(run_dir, **kwargs)
+
+
+test_run.__test__ = False       # not a test for pytest, wherever a test module imports it
+
+
 def run_caches(run_dir, *, passes: int | None = None, device: str | None = None,
                data_root: str | None = None) -> tuple[dict, dict]:
     """A finished run's parameters (defaults filled in) and its {"test", "val", "train"} feature caches ("val":
@@ -73,6 +85,14 @@ def run_caches(run_dir, *, passes: int | None = None, device: str | None = None,
     if passes is not None:
         params["train_feature_passes"] = passes
     return params, _load_or_rebuild(run, params, None, device, train=True, fresh_train=fresh)
+
+
+def run_analysis(run_dir, *, device: str | None = None, data_root: str | None = None):
+    """A finished run's ``evaluation.analysis.Analysis`` (every evaluation's test and validation logits, the
+    two-stage methods fitted on the training-feature cache) for ``shift_table``, ``calibration_table`` and
+    ``paired_gaps``; the caches are loaded, or built from ``evaluated.pt`` as :func:`run_caches` does."""
+    from lt_kit.evaluation.analysis import analyse
+    return analyse(*run_caches(run_dir, device=device, data_root=data_root))
 
 
 def run_summary(run_dir, *, device: str | None = None) -> dict:
@@ -89,7 +109,8 @@ def run_summary(run_dir, *, device: str | None = None) -> dict:
 
 
 def _score_decoupled(run: RunDir, params: dict, method: str, checkpoint, device, overrides: dict) -> dict:
-    """``test --method crt|lws``: the fixed rule (last epoch) and, with a validation split, the epoch chosen on it."""
+    """``test --method crt|lws``: the last epoch (lt_kit's fixed rule) and, with a validation split, the epoch chosen
+    on it (the authors' procedure)."""
     from lt_kit.config import resolve
     bad = sorted(set(overrides) - set(DECOUPLED[method].keys) - {"train_feature_passes"})
     if bad:
@@ -171,8 +192,9 @@ def _load_or_rebuild(run: RunDir, params: dict, checkpoint, device, *, train: bo
 
 
 def format_test(result: dict) -> str:
-    """One `test` call's result in the run table's format (a two-stage method: its rule row, then the epoch
-    chosen on the validation split, then how long the fit took)."""
+    """One `test` call's result in the run table's format (a two-stage method: its last-epoch row, then the
+    epoch chosen on the validation split, then the note that names the two rows as the run table names them,
+    its settings and how long the fit took)."""
     head, method, loss = result["head"], result["method"], result.get("loss", "ce")
     rows = [(row_name(head, method, result["strength"], loss=loss), result["metrics"])]
     notes = ()
@@ -180,7 +202,8 @@ def format_test(result: dict) -> str:
         if result.get("val"):
             rows.append((row_name(head, method, result["val"]["strength"], "val", loss=loss), result["val"]["metrics"]))
         s = result["settings"]
-        notes = (f"{DECOUPLED[method].label}: {s['epochs']} epochs, lr {s['lr']:g}, batch {s['batch']}, "
+        notes = (*two_stage_note({method: {"rule": result["metrics"], "val": result.get("val")}}),
+                 f"{DECOUPLED[method].label}: {s['epochs']} epochs, lr {s['lr']:g}, batch {s['batch']}, "
                  f"weight decay {s['weight_decay']:g}, cosine, "
                  f"class-aware sampling; {result['passes']} pass(es) over the training subset; "
                  f"fit {result['seconds']:.2f} s",)
