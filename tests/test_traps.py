@@ -33,7 +33,7 @@ def test_no_machine_paths_in_committed_results_and_docs():
 def test_params_shows_what_a_dataset_resolves_to(capsys):
     code, out, _ = run(capsys, "params")
     assert code == 0 and "dataset=digits_lt" in out
-    assert re.search(r"^epochs\s+int\s+30\s+recipe", out, re.M) and re.search(r"^batch_size\s+int\s+64\s+recipe", out, re.M)
+    assert re.search(r"^epochs\s+int\s+30\s+recipe", out, re.M) and re.search(r"^batch_size\s+int\s+32\s+recipe", out, re.M)
     code, out, _ = run(capsys, "params", "--dataset", "imagenet_lt")
     assert re.search(r"^epochs\s+int\s+90\s+recipe", out, re.M) and re.search(r"^arch\s+str\s+'resnext50_32x4d'", out, re.M)
     code, _, err = run(capsys, "params", "--dataset", "mnist")
