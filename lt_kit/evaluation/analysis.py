@@ -370,3 +370,65 @@ def seed_gap_table(runs: Sequence[dict]) -> list[dict]:
         gaps = [row["gap"] for row in mine if row["why"] is None]
         out.append({"evaluation": name, **seed_gaps(gaps), "why": None if gaps else mine[0]["why"]})
     return out
+
+
+# --------------------------------------------------------------------------- over a seed group (compare)
+def group_gaps(results: Sequence[tuple[int, dict]], order: Sequence[str] = ()) -> list[dict]:
+    """Each evaluation's gap to the reference over a seed group, from each run's :func:`paired_gaps` (one
+    reference) paired with the run's seed. A row: ``{"evaluation", "reference" (True for the reference's own row,
+    gap 0 in every seed), "per_seed": [{"seed", "gap", "low", "high", "why"}] (one per run, in the order given),
+    **maths.paired.seed_gaps`` over the seeds that hold it``, "why"}`` (``why``: the first run's reason when no
+    run holds it). Rows follow ``order`` (compare's), then any other evaluation in the runs' own order."""
+    if not results:
+        return []
+    if len({r["reference"] for _, r in results}) > 1:
+        raise LtKitError("gaps over seeds need one reference evaluation for every run")
+    reference = results[0][1]["reference"]
+    by_name: dict[str, list[dict]] = {reference: [{"seed": s, "gap": 0.0, "low": 0.0, "high": 0.0, "why": None}
+                                                  for s, _ in results]}
+    for seed, result in results:
+        for row in result["rows"]:
+            by_name.setdefault(row["evaluation"], []).append(
+                {"seed": seed, "why": row["why"], **{k: row.get(k) for k in ("gap", "low", "high")}})
+    names = [n for n in order if n in by_name] + [n for n in by_name if n not in order]
+    out = []
+    for name in names:
+        per_seed = by_name[name]
+        gaps = [s["gap"] for s in per_seed if s["why"] is None]
+        why = None if gaps else next((s["why"] for s in per_seed if s["why"]), "no run holds it")
+        out.append({"evaluation": name, "reference": name == reference, "per_seed": per_seed, **seed_gaps(gaps),
+                    "why": why})
+    return out
+
+
+def group_shift(tables: Sequence[tuple[int, dict]]) -> dict:
+    """Label shift over a seed group, from each run's :func:`shift_table` (the same priors) paired with the run's
+    seed: ``{"priors": [names], "seeds": [...], "rows": [{"evaluation", "kind", "strength_name", "strengths"
+    (each seed's fixed strength, None where it has none), "cells": {prior: {"n", "mean", "sd", "values",
+    "strengths"}} (None when no run holds the row), "why"}]}``; mean and sample sd over the runs that hold the
+    row (``runs.compare.mean_std``), ``values`` / ``strengths``: each such run's accuracy and chosen strength."""
+    from lt_kit.runs.compare import mean_std
+    if not tables:
+        return {"priors": [], "seeds": [], "rows": []}
+    priors = list(tables[0][1]["priors"])
+    if any(list(t["priors"]) != priors for _, t in tables):
+        raise LtKitError("label shift over seeds needs the same priors for every run")
+    rows: dict[str, list[dict]] = {}
+    for _, table in tables:
+        for row in table["rows"]:
+            rows.setdefault(row["evaluation"], []).append(row)
+    out = []
+    for name, mine in rows.items():
+        held = [r for r in mine if r["cells"] is not None]
+        cells = None
+        if held:
+            cells = {}
+            for p in priors:
+                values = [r["cells"][p]["accuracy"] for r in held]
+                n, mean, sd = mean_std(values)
+                cells[p] = {"n": n, "mean": mean, "sd": sd, "values": values,
+                            "strengths": [r["cells"][p]["strength"] for r in held]}
+        out.append({"evaluation": name, "kind": mine[0]["kind"], "strength_name": mine[0]["strength_name"],
+                    "strengths": [r["strength"] for r in mine], "cells": cells,
+                    "why": None if held else mine[0]["why"]})
+    return {"priors": priors, "seeds": [s for s, _ in tables], "rows": out}

@@ -237,6 +237,16 @@ class Group:
     def holding(self, evaluation: str) -> list[RunResult]:
         return [r for r in self.runs if evaluation in r.evaluations]
 
+    def shown(self, evaluation: str) -> str:
+        """``evaluation`` as compare's table shows it in this group (``tde a=1``)."""
+        return shown_name(evaluation, self.alpha)
+
+    def find(self, name: str) -> str | None:
+        """The evaluation ``name`` means in this group, by its path (``logit_adjust/val``) or as the table shows
+        it (``tde a=1``, which names ``tde`` only where the group's alpha is 1); None when the group holds none."""
+        name = name.strip()
+        return next((e for e in self.evaluations() if name in (e, self.shown(e))), None)
+
     def stats(self, evaluation: str) -> dict[str, tuple[int, float, float]]:
         """split -> (n, mean, sd) over the runs that hold ``evaluation`` (fractions in [0, 1])."""
         vals = [split_values(r.evaluations[evaluation]) for r in self.holding(evaluation)]
@@ -303,6 +313,11 @@ def group_labels(groups: Sequence[Group], ignore: Sequence[str] = ()) -> list[st
         alpha = f" tde@{g.alpha:g}" if len({h.alpha for h in twins}) > 1 else ""
         out.append(label + subset + alpha)
     return out
+
+
+def shown_name(evaluation: str, alpha: float) -> str:
+    """An evaluation as compare's table shows it: ``tde`` with its alpha (``tde a=1``), any other by its path."""
+    return f"tde a={alpha:g}" if evaluation == "tde" else evaluation
 
 
 def short_value(v: Any) -> str:

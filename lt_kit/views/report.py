@@ -57,7 +57,7 @@ class Comparison:
                 if evaluations and e not in evaluations:
                     continue
                 held = g.holding(e)
-                out.append({"group": g.label, "evaluation": f"tde a={g.alpha:g}" if e == "tde" else e, "key": e,
+                out.append({"group": g.label, "evaluation": g.shown(e), "key": e,
                             "alpha": g.alpha, "n": len(held), "seeds": _seeds([r.seed for r in held]),
                             "subset": g.subset[:8], "stats": g.stats(e), "runs": [str(r.path) for r in held]})
         return out
@@ -226,14 +226,22 @@ def compare_runs(patterns: Sequence[str] | str, *, strict: bool = False, ignore:
 
 def compare_command(args) -> int:
     """``python -m lt_kit compare``: print the text table, or with ``--markdown FILE`` / ``--csv FILE`` also
-    write those (``-``: print that format instead of the text)."""
+    write those (``-``: print that format instead of the text). ``--against`` and ``--shift`` add their tables
+    (from each run's caches) after the text and the markdown; the CSV stays compare's own table."""
+    check_analysis_args(args)
     c = compare_runs(args.run_dirs, strict=args.strict, ignore=args.ignore)
     chosen = args.evaluation or None
+    if chosen:
+        for e in chosen:
+            c.check_evaluation(e)
+    sections = analysis_sections(c, args, chosen)
     printed, written = False, []
     for fmt, dest in (("markdown", args.markdown), ("csv", args.csv)):
         if dest is None:
             continue
         out = getattr(c, fmt)(chosen)
+        if fmt == "markdown":
+            out += "".join("\n" + section(True) for section in sections)
         if dest == "-":
             print(out, end="")
             printed = True
@@ -243,6 +251,36 @@ def compare_command(args) -> int:
             written.append(dest)
     if not printed:
         print(c.text(chosen))
+        for section in sections:
+            print("\n" + section(False), end="")
     for dest in written:
         print(f"wrote {dest}")
     return 0
+
+
+def check_analysis_args(args) -> None:
+    """``--prior`` goes with ``--shift`` and names priors: refused in one line before any run is read."""
+    from lt_kit.maths.shift import check_prior_name
+    priors = getattr(args, "prior", None) or ()
+    if priors and not args.shift:
+        raise LtKitError("--prior goes with --shift (the label-shift table over each group's seeds)")
+    for name in priors:
+        if name != "all":
+            check_prior_name(name)
+
+
+def analysis_sections(c: Comparison, args, chosen: Sequence[str] | None) -> list:
+    """The ``--against`` and ``--shift`` tables of ``c``'s groups, each a function of ``markdown`` (bool) giving
+    its text; none without those options. The runs' caches are read once for both."""
+    from lt_kit.views.analysis import gap_section, seed_group_tables, shift_section
+    against, shift = getattr(args, "against", None), getattr(args, "shift", False)
+    if against is None and not shift:
+        return []
+    tables = seed_group_tables(c, against=against, shift=shift, priors=args.prior, device=args.device,
+                               data_root=args.data_root)
+    out = []
+    if against is not None:
+        out.append(lambda markdown: gap_section(tables, against.strip(), chosen, markdown))
+    if shift:
+        out.append(lambda markdown: shift_section(tables, markdown))
+    return out
