@@ -7,7 +7,9 @@ Timed per repeat, each on a fresh ``Analysis`` (nothing kept from the repeat bef
   shift: ``shift_table(a, ["all"])``: 12 priors, the prior-aware choice of every method on the validation split;
   calibration: ``calibration_table(a)``: ECE / NLL / reliability overall and many / medium / few, a temperature
       fitted on the validation split per evaluation;
-  gaps (for reading): ``paired_gaps(a, "tde")`` with 10,000 resamples.
+  gaps (for reading): ``paired_gaps(a, "tde")`` with 10,000 resamples;
+  adapt (``--adapt``): ``adaptation_table(a)`` (``python -m lt_kit adapt``'s table, ``evaluation/adaptation.py``):
+      the five default priors x 10 sub-sampled test sets, EM and BBSE on each, every method adapted.
 
 The caches: ``--run-dir`` (loaded, or rebuilt from ``evaluated.pt``, once, before timing); by default a made run:
 synthetic caches shaped like a CIFAR-10-LT (ratio 100) ResNet-32 causal-norm run with a 50-per-class validation
@@ -17,7 +19,7 @@ run is (500 test images).
 
 Prints progress to stderr and one JSON line to stdout last.
 
-    python bench/shift.py [--run-dir RUN | --smoke] [--repeat 5] [--out bench/results]
+    python bench/shift.py [--run-dir RUN | --smoke] [--adapt] [--repeat 5] [--out bench/results]
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from common import CpuLoad, contention_note, machine_info, machine_lines, median
 
 from lt_kit.config import resolve  # noqa: E402
 from lt_kit.data.datasets import long_tail_counts  # noqa: E402
+from lt_kit.evaluation.adaptation import adaptation_table  # noqa: E402
 from lt_kit.evaluation.analysis import analyse, calibration_table, paired_gaps, shift_table  # noqa: E402
 from lt_kit.evaluation.features import FeatureCache  # noqa: E402
 
@@ -80,6 +83,8 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run-dir", help="a finished run (default: made CIFAR-10-LT-shaped caches)")
     p.add_argument("--smoke", action="store_true", help="train params/smoke.yaml in a temporary folder and time it")
+    p.add_argument("--adapt", action="store_true", help="also time adaptation_table (lt_kit adapt: the default "
+                   "priors x 10 draws)")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", help="write shift.json and shift.md into this folder")
@@ -97,7 +102,8 @@ def main(argv=None) -> dict:
             what = "made caches shaped like CIFAR-10-LT r100 (ResNet-32, 50 val images per class)"
         sizes = {k: (0 if c is None else len(c.labels)) for k, c in caches.items()}
         print(f"shift bench: {what}; images {sizes}", file=sys.stderr, flush=True)
-        times: dict[str, list] = {"build": [], "shift": [], "calibration": [], "gaps": []}
+        times: dict[str, list] = {"build": [], "shift": [], "calibration": [], "gaps": [],
+                                  **({"adapt": []} if args.adapt else {})}
         with CpuLoad() as load:
             for i in range(args.repeat):
                 t = time.perf_counter()
@@ -105,7 +111,8 @@ def main(argv=None) -> dict:
                 times["build"].append(time.perf_counter() - t)
                 ref = "tde" if "tde" in a.evaluations else "softmax"
                 for key, fn, arg in (("shift", shift_table, ["all"]), ("calibration", calibration_table, None),
-                                     ("gaps", paired_gaps, ref)):
+                                     ("gaps", paired_gaps, ref),
+                                     *((("adapt", adaptation_table, None),) if args.adapt else ())):
                     t = time.perf_counter()
                     fn(a) if arg is None else fn(a, arg)
                     times[key].append(time.perf_counter() - t)
@@ -132,7 +139,9 @@ def main(argv=None) -> dict:
             f"| `shift_table(a, ['all'])` | {sec['shift']:.3f} |",
             f"| `calibration_table(a)` | {sec['calibration']:.3f} |",
             f"| shift + calibration (goal < {GOAL_S:g} s) | {tables:.3f} |",
-            f"| `paired_gaps(a, 'tde')`, 10,000 resamples (for reading) | {sec['gaps']:.3f} |"])
+            f"| `paired_gaps(a, 'tde')`, 10,000 resamples (for reading) | {sec['gaps']:.3f} |",
+            *([f"| `adaptation_table(a)`: 5 priors x 10 draws, EM + BBSE, every method adapted | "
+               f"{sec['adapt']:.3f} |"] if args.adapt else [])])
         for path in write_results(args.out, "shift", {**res, "machine": info, "command": command}, md):
             print(f"wrote {path}", file=sys.stderr)
     print(json.dumps(res))

@@ -154,7 +154,19 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--ignore", action="append", default=[], metavar="KEY",
                    help="a parameter that may also differ inside a group, as seed does (e.g. weight_decay); "
                    "settings that cannot change a result (device, data_root, ...) always may")
+    c.add_argument("--against", metavar="EVALUATION", help="also each evaluation's paired gap to this one, per seed "
+                   "with its 95%% bootstrap interval and over each group's seeds (mean ± sd, sign held): tde, "
+                   "softmax, logit_adjust/val, or a name as the table shows it ('tde a=1'); reads the runs' caches")
+    c.add_argument("--shift", action="store_true", help="also every evaluation under test label distributions, "
+                   "mean ± sd over each group's seeds (reads the runs' caches)")
+    c.add_argument("--prior", action="append", metavar="NAME", help="with --shift: a prior, as `shift --prior` "
+                   "takes it; repeatable")
+    c.add_argument("--device", help="with --against / --shift: the device for a cache rebuild")
+    c.add_argument("--data-root", help="with --against / --shift: where the runs' data lies on this machine, when "
+                   "a cache must be rebuilt")
     _analysis_parsers(sub)
+    from lt_kit.views.adaptation import add_adapt_parser
+    add_adapt_parser(sub)               # adapt: the test prior estimated, every method adapted (views/adaptation.py)
     return p
 
 
@@ -201,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
             from lt_kit.views.analysis import analysis_command
             with to_stdout():
                 return analysis_command(args)
+        if args.cmd == "adapt":
+            from lt_kit.views.adaptation import adaptation_command
+            with to_stdout():
+                return adaptation_command(args)
         from lt_kit.evaluation.summary import format_table
         from lt_kit.training.fit import fit
         from lt_kit.training.score import format_test, score_run
