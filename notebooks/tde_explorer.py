@@ -20,9 +20,13 @@
 # scored from the run's cached test features (`features.pt`), without the backbone, so the slider redraws in
 # milliseconds. When the run holds a validation split (trained with `val_per_class`), each method's strength
 # is chosen on it; the best strength on the test set is shown only "for reading, chosen on test".
+# `test_prior` re-weights the balanced test set to a test label distribution of the LADE / SADE protocol
+# (backward50 .. uniform .. forward50): the sweep and the live view are drawn under it, and a control beside
+# the slider changes it live.
 #
 # ```bash
 # papermill notebooks/tde_explorer.ipynb out.ipynb -p run_dir runs/train     # static figures only
+# papermill notebooks/tde_explorer.ipynb out.ipynb -p run_dir runs/train -p test_prior forward50
 # jupyter lab notebooks/tde_explorer.ipynb                                   # with the selector and slider
 # ```
 
@@ -31,14 +35,18 @@ run_dir: str = "runs/train"  # a run folder written by train.ipynb or `python -m
 method: str = ""  # the slider's first method: tde, logit_adjust, tau_norm; empty: tde, else the head's first
 alpha_max: float = 3.0  # right end of the TDE slider and sweep (the other methods use their own range)
 sweep_step: float = 0.05  # strength spacing of the static sweep
+test_prior: str = "uniform"  # test label distribution: uniform, forward2..forward50, backward2..backward50 (LADE / SADE protocol)
 
 # %%
+from lt_kit.evaluation.analysis_text import format_shift
 from lt_kit.views.explorer import AlphaExplorer
 from lt_kit.views.notebook import EXPLORER_PARAMS, check_parameters, save_and_show
+from lt_kit.views.plots import prior_figure
 from lt_kit.views.posthoc import comparison_figure, comparison_table, method_curves
 
-p = check_parameters(globals(), EXPLORER_PARAMS)  # stops here on an unknown or ill-typed parameter
-explorer = AlphaExplorer.from_run(p["run_dir"], alpha_max=p["alpha_max"], method=p["method"])
+p = check_parameters(globals(), EXPLORER_PARAMS)  # stops here on an unknown, ill-typed or invalid parameter
+explorer = AlphaExplorer.from_run(p["run_dir"], alpha_max=p["alpha_max"], method=p["method"],
+                                  test_prior=p["test_prior"])
 print(explorer.describe())
 
 # %% [markdown]
@@ -48,7 +56,8 @@ print(explorer.describe())
 # validation split (filled circle, when the run has one). cRT and LWS re-train the classifier on the
 # cached training features and have no strength: a dashed level line each, a square at the epoch chosen on the
 # validation split. The table gives many / medium / few / overall and
-# head / tail for each; the rows chosen on the test set are labelled so and are not results.
+# head / tail for each; the rows chosen on the test set are labelled so and are not results. This section is
+# the balanced test set as it is, whatever `test_prior` is.
 
 # %%
 info = explorer.summary()  # every method's rule and val choice, once (cRT, LWS: from the training-feature cache)
@@ -62,27 +71,48 @@ save_and_show({"methods": comparison_figure(curves, explorer.cache.head)}, explo
 # which stays meaningful where the reference thresholds leave a split empty (CIFAR-10-LT has no few-shot
 # class). Marked: the paper rule, the validation-chosen strength, for TDE the reference's rule of thumb (the
 # alpha at which the mean of alpha times cos(x, d_hat) is 1, over the validation features when the run has
-# them, else over the test features and labelled for reading), and the best on test, for reading.
+# them, else over the test features and labelled for reading), and the best on test, for reading. Under a
+# `test_prior` other than uniform, every accuracy is prior-weighted (each split within its classes) and the
+# validation choice is made on the validation split re-weighted to that prior.
 
 # %%
 sweep = explorer.sweep(p["sweep_step"])
 print(explorer.sweep_summary(sweep))
-save_and_show({f"{explorer.method}_sweep": explorer.sweep_figure(sweep)}, explorer.run_dir / "figures")
+save_and_show({explorer.figure_name("sweep"): explorer.sweep_figure(sweep)}, explorer.run_dir / "figures")
 
 # %% [markdown]
-# ## The selector and the slider
-# Per-class accuracy (head to tail), the splits beside their strength-0 values (the head's own logits), and
-# how many test images are predicted as each class: TDE and logit adjustment take predictions away from the
-# head classes as the strength grows. Pick a method with the buttons (the slider jumps to its paper rule);
-# click the handle and use the arrow keys for single steps. Without a widget front end (papermill, a static
-# viewer) the figure shows the paper rule of the first method.
+# ## Accuracy under label shift
+# The checkpoint under the test label distributions of LADE / SADE's test-agnostic protocol: backward50 (the
+# rarest training class 50 times as frequent as the commonest) through uniform (the balanced test set) to
+# forward50 (long-tailed like the training set). Accuracy under a prior is the prior-weighted mean of the
+# per-class accuracies on the balanced test set, the expectation of SADE's resampled test sets. One line per
+# method at its paper rule (solid) and, when the run has a validation split, at the strength chosen on it
+# re-weighted to each prior (dash-dot); logit adjustment with the known test prior (dashed) is an oracle that
+# reads the prior, a reference and not a method. The shaded column is `test_prior`.
 
 # %%
-explorer.show(save=explorer.run_dir / "figures" / f"{explorer.method}_panel.png")
+table = explorer.shift_table()  # every method under every protocol prior (lt_kit.evaluation.analysis)
+print(format_shift(table))
+save_and_show({"label_shift": prior_figure(table, mark=explorer.prior_name)}, explorer.run_dir / "figures")
+
+# %% [markdown]
+# ## The selector, the slider and the test prior
+# Overall accuracy against the strength under the test prior (grey dashed: the balanced test set), with the
+# strength chosen on the validation split re-weighted to the prior (circle) and the best on test under it
+# (star, for reading, chosen on test); per-class accuracy (head to tail) with the prior's share of the test
+# images; the splits under the prior beside their strength-0 values (the head's own logits); and how many test
+# images are predicted as each class: TDE and logit adjustment take predictions away from the head classes as
+# the strength grows. Pick a method with the buttons (the slider jumps to its paper rule); click a handle and
+# use the arrow keys for single steps. Without a widget front end (papermill, a static viewer) the figure shows
+# the paper rule of the first method under `test_prior`.
+
+# %%
+explorer.show(save=explorer.run_dir / "figures" / f"{explorer.figure_name('panel')}.png")
 
 # %% [markdown]
 # ## Update time
-# One slider move: the metrics at the new strength, the redraw and the PNG, measured in this kernel.
+# One slider move, and one test-prior change: the metrics, the redraw and the PNG, measured in this kernel
+# (median and worst of 20 each).
 
 # %%
 explorer.benchmark()

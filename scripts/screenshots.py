@@ -204,6 +204,28 @@ def move_slider(page, presses: int = 5, key: str = "ArrowRight", *, timeout_ms: 
     return time.monotonic() - t0
 
 
+def move_prior(page, presses: int = 1, key: str = "ArrowRight", *, timeout_ms: int = 30_000) -> float:
+    """Click the explorer's test-prior control's handle and press ``key`` ``presses`` times (one prior per
+    press, backward50 .. uniform .. forward50); waits until the readout names the prior the control shows
+    (``| test prior forward2,``) and the figure has changed. Returns the seconds from the first key press."""
+    before_label, before_img = slider_state(page)
+    page.locator(f"{CURRENT} .lt-kit-prior .noUi-handle").first.click()
+    t0 = time.monotonic()
+    for _ in range(presses):
+        page.keyboard.press(key)
+        page.wait_for_timeout(50)
+    value = page.locator(f"{CURRENT} .lt-kit-prior .widget-readout").first.inner_text().strip()
+    page.wait_for_function(
+        """([label, img, value, panel]) => {
+            const nb = document.querySelector(panel);
+            const l = nb.querySelector('.lt-kit-readout');
+            const imgs = [...nb.querySelectorAll('.jp-OutputArea-output img')];
+            return l && l.textContent !== label && /[,|]/.test(l.textContent.split('| test prior ' + value)[1]?.[0])
+                && imgs.length && imgs[imgs.length - 1].src !== img;
+        }""", arg=[before_label, before_img, value, CURRENT], timeout=timeout_ms)
+    return time.monotonic() - t0
+
+
 def click_method(page, label: str, *, timeout_ms: int = 60_000) -> float:
     """Click the button ``label`` (e.g. "logit adj.") of the explorer's method selector; waits until it is the
     selected one, the slider's name has followed and the readout shows it (``tau 1.00:``) with a new figure.

@@ -1,6 +1,7 @@
 """The alpha slider in a real browser: JupyterLab on loopback, tde_explorer.ipynb opened in Debian's Chromium
 through Playwright, all cells run, the slider moved with the keyboard, the method selector switched to logit
-adjustment (tau) and back to TDE.
+adjustment (tau) and back to TDE, and the test-prior control moved with the keyboard (uniform -> forward2 ->
+forward50 -> backward50).
 
 Skips when Chromium or Playwright is missing (``scripts/ensure-chromium.sh`` installs Chromium), except
 under ``CI=true``, where that is a failure. Set ``LT_KIT_SCREENSHOTS=DIR`` to keep the screenshots.
@@ -33,16 +34,17 @@ def _need(ok: bool, reason: str) -> None:
 
 
 @pytest.fixture
-def explorer_root(smoke_run, tmp_path) -> Path:
-    """A folder for JupyterLab: a copy of tde_explorer.ipynb whose run_dir is a copy of the smoke run."""
+def explorer_root(smoke_val_run, tmp_path) -> Path:
+    """A folder for JupyterLab: a copy of tde_explorer.ipynb whose run_dir is a copy of the smoke run with a
+    validation split (so strengths are chosen on it, re-weighted to each test prior)."""
+    smoke_run = smoke_val_run
     _need(shots.chromium_path() is not None, "chromium not installed (run scripts/ensure-chromium.sh)")
     _need(importlib.util.find_spec("playwright") is not None, "playwright not installed (pip install -e '.[test]')")
     run = tmp_path / "run"
     run.mkdir()
     for f in ("params.yaml", "metrics.json", "features.pt"):
         shutil.copy(smoke_run / f, run / f)
-    if (smoke_run / "val_features.pt").is_file():    # the explorer loads it when present (the smoke run has none)
-        shutil.copy(smoke_run / "val_features.pt", run / "val_features.pt")
+    shutil.copy(smoke_run / "val_features.pt", run / "val_features.pt")   # the explorer loads it when present
     nb = nbformat.read(ROOT / "notebooks" / "tde_explorer.ipynb", as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     cell.source, n = re.subn(r'^run_dir: str = ".*?"', f"run_dir: str = {json.dumps(str(run))}", cell.source,
@@ -52,6 +54,14 @@ def explorer_root(smoke_run, tmp_path) -> Path:
     root.mkdir()
     nbformat.write(nb, root / "tde_explorer.ipynb")
     return root
+
+
+def _expected_readout(run: Path, prior: str) -> str:
+    """The readout's start the explorer computes in this process for TDE at alpha 1 under ``prior``."""
+    from lt_kit.views.explorer import AlphaExplorer
+    ex = AlphaExplorer.from_run(run, test_prior=prior)
+    m, _ = ex.render(1.0)
+    return ex.readout(1.0, m).split(" | median split")[0]
 
 
 def test_alpha_slider_in_chromium(explorer_root, tmp_path):
@@ -98,7 +108,26 @@ def test_alpha_slider_in_chromium(explorer_root, tmp_path):
         assert page.locator(f"{shots.CURRENT} .lt-kit-alpha .widget-label").first.inner_text().strip() == "alpha"
         assert shots.error_outputs(page) == [] and not any("error" in t.lower() for t in (label3, label4, label5))
         shots.save_screenshot(page, out / "explorer_methods.png")
+
+        # the test-prior control beside the slider: one key press per prior, backward50 .. uniform .. forward50
+        run = explorer_root.parent / "run"
+        assert page.locator(f"{shots.CURRENT} .lt-kit-prior .widget-readout").first.inner_text().strip() == "uniform"
+        assert "| test prior uniform, val-chosen alpha " in label5, label5
+        seconds_prior = shots.move_prior(page, presses=1)
+        label6, img6 = shots.slider_state(page)
+        assert label6.startswith("alpha 1.00: overall") and "| test prior forward2, " in label6 and img6 != img5
+        shots.move_prior(page, presses=4)
+        label7, img7 = shots.slider_state(page)
+        assert label7.startswith(_expected_readout(run, "forward50")), label7     # the prior-weighted numbers
+        assert numbers(label7) != numbers(label5) and img7 != img6
+        shots.save_screenshot(page, out / "explorer_prior.png")
+        shots.move_prior(page, presses=10, key="ArrowLeft")
+        label8, img8 = shots.slider_state(page)
+        assert label8.startswith(_expected_readout(run, "backward50")) and img8 != img7, label8
+        assert page.locator(f"{shots.CURRENT} .lt-kit-alpha .widget-readout").first.inner_text().strip() == "1.00"
+        assert shots.error_outputs(page) == [] and not any("error" in t.lower() for t in (label6, label7, label8))
     print(f"slider: key presses -> new figure in {seconds:.2f} s and {seconds_back:.2f} s; {label2}")
+    print(f"test prior: key press -> new figure in {seconds_prior:.2f} s; {label7}; {label8}")
     print(f"selector: click -> new figure in {seconds_la:.2f} s (logit adj.) and {seconds_tde:.2f} s (TDE); "
           f"tau keys {seconds_tau:.2f} s; {label4}")
     assert (out / "explorer_after.png").stat().st_size > 10_000

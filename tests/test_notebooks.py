@@ -341,10 +341,47 @@ def test_explorer_notebook(trained, tmp_path, kernel):
     assert "'median_ms'" in text                               # the measured update time is printed
     assert "De-confound-TDE (a=1)" in text and "De-confound + logit adj. (tau=1)" in text      # the methods table
     assert text.count("for reading, chosen on test") >= 3      # test-chosen rows are labelled, never results
-    for fig in ("methods", "tde_sweep", "tde_panel"):
+    assert "'prior_median_ms'" in text and "logit_adjust/oracle" in text      # prior changes timed; the shift table
+    for fig in ("methods", "tde_sweep", "label_shift", "tde_panel"):
         assert (run / "figures" / f"{fig}.png").read_bytes().startswith(b"\x89PNG")
     # static figures are real image outputs (they render without a widget front end)
-    assert sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])) == 3
+    assert sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])) == 4
+
+
+@pytest.fixture
+def val_run_copy(smoke_val_run, tmp_path) -> Path:
+    """The session's smoke run with a validation split, copied: the notebook writes figures/ into it."""
+    import shutil
+    return Path(shutil.copytree(smoke_val_run, tmp_path / "run", ignore=shutil.ignore_patterns("checkpoint.pt")))
+
+
+def test_explorer_notebook_under_a_test_prior(val_run_copy, tmp_path, kernel):
+    """``-p test_prior forward50``: the sweep, the summary and the static live view are drawn under that prior,
+    its val choice on the re-weighted validation split; the label-shift figure is saved beside them."""
+    run = val_run_copy
+    nb = execute("tde_explorer", tmp_path / "explorer.out.ipynb", kernel,
+                 parameters={"run_dir": str(run), "test_prior": "forward50"})
+    assert_no_error(nb)
+    text = outputs_text(nb)
+    assert "test prior: forward50 (accuracies: the prior-weighted mean" in text                 # describe()
+    assert "test prior forward50: accuracies are prior-weighted" in text                        # the sweep summary
+    assert "(validation split re-weighted to forward50)" in text
+    assert "tde/prior" in text and "prior-aware choices (validation split only)" in text        # the shift table
+    for fig in ("methods", "tde_sweep_forward50", "label_shift", "tde_panel_forward50"):
+        assert (run / "figures" / f"{fig}.png").read_bytes().startswith(b"\x89PNG"), fig
+
+
+def test_a_bad_test_prior_stops_the_explorer_in_one_line(tmp_path, kernel):
+    """Checked with the other parameters, before any run folder is read (this one does not even exist)."""
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        execute("tde_explorer", tmp_path / "out.ipynb", kernel,
+                parameters={"run_dir": str(tmp_path / "run"), "test_prior": "forwad50"})
+    assert e.value.ename == "LtKitError" and "\n" not in e.value.evalue
+    assert e.value.evalue == ("notebook parameter 'test_prior' must be one of backward50, backward25, backward10, "
+                              "backward5, backward2, uniform, forward2, forward5, forward10, forward25, forward50, "
+                              "got 'forwad50'")
+    assert "check_parameters(globals(), EXPLORER_PARAMS)" in e.value.source     # the cell after the parameters
+    assert not (tmp_path / "run").exists()
 
 
 def test_direction_notebook(trained, tmp_path, kernel):

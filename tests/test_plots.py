@@ -2,6 +2,7 @@
 (lt_kit.notebook), on small caches built here. No kernel, no training: seconds in total."""
 from __future__ import annotations
 
+import io
 import math
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
+from PIL import Image
 
 import lt_kit.views.plots as plots
 from lt_kit.errors import LtKitError
@@ -147,7 +149,138 @@ def test_sweep_figure_marks_alphas_and_skips_an_empty_split():
     assert "preset alpha 1 (paper rule)" in labels
 
 
+# --------------------------------------------------------------------------- label shift: the prior figure
+def _hand_table(val: bool = True) -> tuple[dict, dict]:
+    """A shift table (``evaluation.analysis.shift_table``'s shape) made by hand from per-class accuracies of 4
+    classes, and those accuracies: head-good, tail-good, in between."""
+    from lt_kit.maths.shift import named_prior, prior_names, prior_weighted_accuracy
+    counts = [400, 100, 20, 5]
+    acc = {"softmax": [0.9, 0.7, 0.3, 0.1], "tde": [0.8, 0.7, 0.5, 0.4], "tde/val": [0.8, 0.7, 0.5, 0.4],
+           "tde/prior": [0.85, 0.72, 0.5, 0.45], "logit_adjust/rule": [0.6, 0.6, 0.6, 0.6],
+           "logit_adjust/prior": [0.7, 0.65, 0.55, 0.5], "logit_adjust/oracle": [0.95, 0.8, 0.7, 0.65]}
+    kinds = {"tde/prior": "prior", "logit_adjust/prior": "prior", "logit_adjust/oracle": "oracle"}
+    priors = {p: named_prior(p, counts) for p in prior_names()}          # forward50 first, train last
+    rows = []
+    for name, a in acc.items():
+        unavailable = not val and name.endswith(("/val", "/prior"))
+        cells = None if unavailable else {p: {"accuracy": float(prior_weighted_accuracy(np.array(a), w)),
+                                              "strength": 1.0} for p, w in priors.items()}
+        rows.append({"evaluation": name, "label": f"row {name}", "kind": kinds.get(name, "fixed"),
+                     "strength_name": "alpha" if name.startswith("tde") else "tau", "strength": 1.0, "cells": cells,
+                     "why": "no validation split" if unavailable else None})
+    return {"priors": {k: v.tolist() for k, v in priors.items()}, "rows": rows}, acc
+
+
+def test_prior_figure_draws_one_line_per_method_over_the_priors_in_protocol_order():
+    from lt_kit.maths.shift import named_prior, prior_weighted_accuracy
+    table, acc = _hand_table()
+    order = ["backward50", "backward25", "backward10", "backward5", "backward2", "uniform", "forward2", "forward5",
+             "forward10", "forward25", "forward50"]
+    assert plots.protocol_priors() == order
+    fig = plots.prior_figure(table, mark="forward10")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == order          # backward50 .. uniform .. forward50
+    lines = {ln.get_label(): ln for ln in ax.lines}
+    drawn = [n for n in acc if not n.endswith("/val")]                     # the balanced val choice: not a line
+    assert len(ax.lines) == len(drawn)
+    labels = list(lines)
+    assert labels[0] == "row softmax (no method)" and "row tde" in labels and "row logit_adjust/rule" in labels
+    assert "row logit_adjust/oracle" in labels and lines["row logit_adjust/oracle"].get_linestyle() == "--"
+    prior_aware = [lbl for lbl in labels if "prior-aware" in lbl]
+    assert prior_aware == ["TDE prior-aware (alpha on val re-weighted)", "logit adj. prior-aware (tau on val re-weighted)"]
+    counts = [400, 100, 20, 5]
+    for ln, name in zip(ax.lines, drawn):
+        want = [100 * prior_weighted_accuracy(np.array(acc[name]), named_prior(p, counts)) for p in order]
+        assert np.allclose(ln.get_xdata(), np.arange(11)) and np.allclose(ln.get_ydata(), want), name
+    # by hand: a flat per-class accuracy is flat over every prior; head-good falls from forward to backward
+    assert np.allclose(lines["row logit_adjust/rule"].get_ydata(), 60.0)
+    y = lines["row softmax (no method)"].get_ydata()
+    assert y[order.index("uniform")] == pytest.approx(50.0) and np.all(np.diff(y) > 0)
+    (shade,) = ax.patches                                                  # the prior in view, shaded
+    assert shade.get_label() == "test prior in view: forward10"
+    assert plots.to_png(fig).startswith(PNG)
+
+
+def test_prior_figure_without_a_validation_split_draws_no_prior_aware_line():
+    table, acc = _hand_table(val=False)
+    fig = plots.prior_figure(table)
+    labels = [ln.get_label() for ln in fig.axes[0].lines]
+    assert not any("prior-aware" in lbl for lbl in labels) and len(labels) == 4 and not fig.axes[0].patches
+
+
 # --------------------------------------------------------------------------- the explorer
+def test_explorer_test_prior_reweights_the_readout_and_moves_the_val_choice(cache):
+    """A prior change: the readout's overall is the prior-weighted mean of per-class accuracy at the strength
+    (the splits weighted within their classes), the curve is the per-class grid times the prior, the marked
+    val-chosen strength is the one the re-weighted validation split prefers (tail-heavy priors want more TDE
+    on this cache), the best on test is marked apart, and uniform gives the numbers back as they were."""
+    from lt_kit.maths.metrics import per_class_accuracy, shot_groups
+    from lt_kit.maths.shift import named_prior, prior_weighted_accuracy
+    val = make_cache(seed=5)
+    ex = AlphaExplorer(cache, preset_alpha=1.0, val_cache=val)
+    m0, png0 = ex.render(1.0)
+    text0 = ex.readout(1.0, m0)
+    assert ex.prior_name == "uniform" and "| test prior uniform, val-chosen alpha " in text0
+    assert ex.val_choice() == ex.val_strength                    # uniform: the balanced choice, as recorded
+    per_class = np.asarray(AlphaEvaluator(cache).metrics(1.0)["per_class"])
+    labels = val.labels.numpy()
+    ev_val = AlphaEvaluator(val)
+    val_grid = np.stack([per_class_accuracy(ev_val.predict(s), labels, 6) for s in ex.grid()["val_strengths"]])
+    chosen = {}
+    for name in ("forward50", "backward50"):
+        w = named_prior(name, cache.train_counts)
+        m, png = ex.render(prior=name)
+        want = 100 * prior_weighted_accuracy(per_class, w)
+        assert m["overall"] * 100 == pytest.approx(want) and png != png0
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), np.asarray(ex._canvas.buffer_rgba())[..., :3])
+        many = shot_groups(cache.shot_counts, 60, 15)["many"]
+        assert m["many"] == pytest.approx(prior_weighted_accuracy(per_class[many], w[many]))
+        text = ex.readout(1.0, m)
+        assert text.startswith(f"alpha 1.00: overall {want:.1f}% (alpha 0: ") and f"| test prior {name}," in text
+        assert f"{ex.at_prior(ex.base)['overall'] * 100:.1f}%)" in text
+        assert np.allclose(ex.curve(), 100 * ex.grid()["test"] @ w)           # a matrix-vector product
+        chosen[name] = ex.val_choice()
+        expected = ex.grid()["val_strengths"][int(np.argmax(val_grid @ w))]  # by hand, on the validation split
+        assert chosen[name] == pytest.approx(expected)
+        assert f"val-chosen alpha {chosen[name]:.2f}" in text
+        assert ex._val_mark.get_xdata()[0] == pytest.approx(chosen[name])
+        best, top = ex.test_best()
+        assert ex._best_mark.get_xdata()[0] == best and top == pytest.approx(ex.curve().max())
+    assert chosen["forward50"] < chosen["backward50"]                # the val-chosen strength moves with the prior
+    m, png = ex.render(prior="uniform")
+    assert ex.readout(1.0, m).split(" | redraw")[0] == text0.split(" | redraw")[0] and m == m0
+    # the same choice as the shift table's prior-aware row (evaluation.analysis), for every prior
+    rows = {r["evaluation"]: r for r in ex.shift_table()["rows"]}
+    for name in ex.priors:
+        ex.set_prior(name)
+        if name != "uniform":
+            assert rows["tde/prior"]["cells"][name]["strength"] == pytest.approx(ex.val_choice()), name
+    with pytest.raises(LtKitError, match="test prior must be one of backward50, .*, forward50 .*got 'sideways'"):
+        ex.set_prior("sideways")
+    b = ex.benchmark(4)
+    assert b["prior_changes"] == 4 and b["prior_median_ms"] < 1000 and ex.prior_name == "forward50"
+
+
+def test_sweep_under_a_prior_is_reweighted_and_says_so(cache):
+    val = make_cache(seed=5)
+    ex = AlphaExplorer(cache, preset_alpha=1.0, val_cache=val, test_prior="backward10")
+    sweep = ex.sweep(0.5)
+    ev = AlphaEvaluator(cache)
+    from lt_kit.maths.shift import named_prior, prior_weighted_accuracy
+    w = named_prior("backward10", cache.train_counts)
+    for s in sweep:
+        assert s["overall"] == pytest.approx(prior_weighted_accuracy(np.asarray(ev.metrics(s["alpha"])["per_class"]), w))
+    text = ex.sweep_summary(sweep)
+    assert text.startswith("test prior backward10") and "(validation split re-weighted to backward10)" in text
+    fig = ex.sweep_figure(sweep)
+    assert fig.axes[0].get_title() == "TDE: accuracy vs alpha, test prior backward10"
+    assert f"val-chosen alpha {ex.val_choice():g} (validation split re-weighted to backward10)" in \
+        [ln.get_label() for ln in fig.axes[0].lines]
+    assert ex.figure_name("sweep") == "tde_sweep_backward10"
+    ex.set_prior("uniform")
+    assert ex.figure_name("sweep") == "tde_sweep"
+
+
 def test_explorer_render_tracks_the_evaluator_and_is_fast(cache):
     ex = AlphaExplorer(cache, preset_alpha=1.0)
     m0, png0 = ex.render(0.0)
@@ -221,6 +354,12 @@ def test_explorer_slider_updates_label_and_figure(cache, monkeypatch):
     assert f"overall {100 * la['overall']:.1f}%" in ex.label.value
     ex.slider.value = 0.5
     assert ex.label.value.startswith("tau 0.50:") and len(updates) == 3
+    assert ex.prior_control.options == tuple(plots.protocol_priors()) and ex.prior_control.value == "uniform"
+    ex.prior_control.value = "forward25"                       # the test-prior control
+    assert ex.label.value.startswith("tau 0.50: overall") and "| test prior forward25" in ex.label.value
+    assert len(updates) == 4 and updates[3] != updates[2] and ex.prior_name == "forward25"
+    ex.selector.value = "tde"                                  # a method change keeps the prior
+    assert ex.label.value.startswith("alpha 1.00:") and "| test prior forward25" in ex.label.value
 
 
 def test_explorer_on_a_linear_run_starts_on_logit_adjustment_and_marks_the_val_choice():
@@ -302,7 +441,7 @@ def test_injected_names_reads_papermills_cell():
 
 
 def test_check_parameters_rejects_unknown_and_ill_typed():
-    base = {"run_dir": "/r", "method": "", "alpha_max": 3.0, "sweep_step": 0.05}
+    base = {"run_dir": "/r", "method": "", "alpha_max": 3.0, "sweep_step": 0.05, "test_prior": "uniform"}
     ns = {**base, "alpa_max": 2.0, "In": ["", "# Parameters\nalpa_max = 2.0\n"]}
     with pytest.raises(LtKitError, match=r"unknown notebook parameter 'alpa_max' \(did you mean 'alpha_max'\?\)"):
         check_parameters(ns, EXPLORER_PARAMS)
@@ -311,7 +450,14 @@ def test_check_parameters_rejects_unknown_and_ill_typed():
     with pytest.raises(LtKitError, match="must be float"):
         check_parameters({**base, "alpha_max": float("inf")}, EXPLORER_PARAMS)
     out = check_parameters({**base, "alpha_max": 2, "sweep_step": "0.1"}, EXPLORER_PARAMS)   # -r gives strings
-    assert out == {"run_dir": "/r", "method": "", "alpha_max": 2.0, "sweep_step": 0.1}
+    assert out == {"run_dir": "/r", "method": "", "alpha_max": 2.0, "sweep_step": 0.1, "test_prior": "uniform"}
+    assert check_parameters({**base, "test_prior": "backward25"}, EXPLORER_PARAMS)["test_prior"] == "backward25"
+    for bad in ("forwad50", "train", "forward3", ""):       # one line naming the control's priors, in its order
+        with pytest.raises(LtKitError) as e:
+            check_parameters({**base, "test_prior": bad}, EXPLORER_PARAMS)
+        assert str(e.value) == ("notebook parameter 'test_prior' must be one of backward50, backward25, backward10, "
+                                "backward5, backward2, uniform, forward2, forward5, forward10, forward25, forward50, "
+                                f"got {bad!r}")
     d = check_parameters({"run_dir": "/r", "alpha": None, "max_points": 10}, DIRECTION_PARAMS)
     assert d["alpha"] is None
     with pytest.raises(LtKitError, match="'max_points' must be int"):

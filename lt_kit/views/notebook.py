@@ -33,6 +33,8 @@ EXPLORER_PARAMS: dict[str, tuple[type, str]] = {
     "method": (str, "the slider's first method: tde, logit_adjust, tau_norm; empty: tde, else the head's first"),
     "alpha_max": (float, "right end of the TDE slider and sweep (the other methods use their own range)"),
     "sweep_step": (float, "strength spacing of the static sweep"),
+    "test_prior": (str, "test label distribution: uniform, forward2..forward50, backward2..backward50 (LADE / SADE "
+                        "protocol)"),
 }
 DIRECTION_PARAMS: dict[str, tuple[type, str]] = {
     "run_dir": (str, "a run folder written by train.ipynb or `python -m lt_kit train`"),
@@ -174,15 +176,27 @@ def check_train_parameters(namespace: dict) -> TrainJob:
     return TrainJob(params, run_dir, extra["overwrite"], extra["resume"])
 
 
+def choices(name: str) -> list[str] | None:
+    """The values a notebook parameter may take when they are a fixed list (None: any value of its type)."""
+    if name == "test_prior":
+        from lt_kit.views.plots import protocol_priors
+        return protocol_priors()
+    return None
+
+
 def check_parameters(namespace: dict, declared: dict[str, tuple]) -> dict[str, Any]:
     """Validate a notebook's parameters against ``declared`` (name -> (type, help)); returns their values,
-    with path parameters made absolute (see :func:`base_dir`)."""
+    with path parameters made absolute (see :func:`base_dir`). A parameter with a fixed list of values
+    (:func:`choices`) outside it stops here with one line naming them."""
     _check_unknown(namespace, list(declared))
     out = {}
     for k, (typ, _) in declared.items():
         if k not in namespace:
             raise LtKitError(f"parameter {k!r} not defined; run the parameters cell first")
         out[k] = _typed(k, namespace[k], typ)
+        valid = choices(k)
+        if valid is not None and out[k] not in valid:
+            raise LtKitError(f"notebook parameter {k!r} must be one of {', '.join(valid)}, got {out[k]!r}")
         if k in PATH_PARAMS:
             out[k] = resolve_path(out[k])
     return out

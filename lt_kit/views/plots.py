@@ -24,6 +24,8 @@ PALETTE = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#f
 SPLIT_COLORS = {"many": PALETTE[0], "medium": PALETTE[2], "few": PALETTE[3], "overall": "#333333",
                 "head": PALETTE[4], "tail": PALETTE[1]}
 BASE_COLOR, TDE_COLOR = "#9a9a9a", PALETTE[0]
+METHOD_COLORS = {"tde": PALETTE[0], "logit_adjust": PALETTE[1], "tau_norm": PALETTE[2], "crt": PALETTE[3],
+                 "lws": PALETTE[5]}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -131,10 +133,12 @@ def best_alpha(sweep: list[dict], key: str = "overall", name: str = "alpha") -> 
 
 def sweep_figure(sweep: list[dict], *, preset_alpha: float, rule_alpha: float | None = None,
                  rules: dict[str, str] | None = None, name: str = "alpha", method: str = "TDE",
-                 val_alpha: float | None = None) -> Figure:
+                 val_alpha: float | None = None, prior: str | None = None) -> Figure:
     """Overall/many/medium/few (and head/tail by the median rule) accuracy against a method's strength
     (``name``; TDE's alpha by default), from ``MethodEvaluator.sweep``; marked: the preset (paper rule), the
-    strength chosen on the validation split, the rule of thumb (TDE), and the best on test, for reading."""
+    strength chosen on the validation split, the rule of thumb (TDE), and the best on test, for reading.
+    ``prior``: the sweep's accuracies are prior-weighted to this test prior (``AlphaExplorer.at_prior``), and
+    ``val_alpha`` was chosen on the validation split re-weighted to it; the labels say so."""
     alphas = np.array([s[name] for s in sweep])
     fig, (ax,) = new_figure(width=7.0, height=3.8)
     for key, ls, lw in (("overall", "-", 2.4), ("many", "-", 1.4), ("medium", "-", 1.4), ("few", "-", 1.4),
@@ -151,13 +155,72 @@ def sweep_figure(sweep: list[dict], *, preset_alpha: float, rule_alpha: float | 
             label=f"best overall: {name} {best:g} ({top:.1f}%), for reading, chosen on test")
     ax.axvline(preset_alpha, color=PALETTE[3], ls="-.", lw=1.2, label=f"preset {name} {preset_alpha:g} (paper rule)")
     if val_alpha is not None:
-        ax.axvline(val_alpha, color=PALETTE[2], ls="-", lw=1.5, label=f"val-chosen {name} {val_alpha:g}")
+        ax.axvline(val_alpha, color=PALETTE[2], ls="-", lw=1.5, label=f"val-chosen {name} {val_alpha:g}"
+                   + (f" (validation split re-weighted to {prior})" if prior else ""))
     if rule_alpha is not None and math.isfinite(rule_alpha) and alphas.min() <= rule_alpha <= alphas.max():
         ax.axvline(rule_alpha, color=PALETTE[4], ls="--", lw=1.2, label=f"rule of thumb alpha {rule_alpha:.2f}")
-    ax.set(xlabel=f"{name} ({method} strength)", ylabel="test accuracy %", title=f"{method}: accuracy vs {name}",
+    ax.set(xlabel=f"{name} ({method} strength)",
+           ylabel="test accuracy %" + (f" under {prior}" if prior else ""),
+           title=f"{method}: accuracy vs {name}" + (f", test prior {prior}" if prior else ""),
            xlim=(alphas.min(), alphas.max()))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig
+
+
+def protocol_priors() -> list[str]:
+    """The LADE / SADE test priors in the order of an x axis: backward50 .. backward2, uniform, forward2 ..
+    forward50 (tail-heavy to head-heavy; ``maths.shift.prior_names`` without ``train``, reversed)."""
+    from lt_kit.maths.shift import prior_names
+    return [n for n in reversed(prior_names()) if n != "train"]
+
+
+def _row_method(evaluation: str) -> str:
+    """``tde`` of ``tde``, ``logit_adjust`` of ``logit_adjust/prior``, ``softmax`` of ``softmax``."""
+    return evaluation.split("/")[0]
+
+
+def prior_figure(table: dict, *, mark: str | None = None) -> Figure:
+    """Accuracy against the test prior, backward50 .. uniform .. forward50 (the SADE-style plot), from a shift
+    table (``evaluation.analysis.shift_table``: rows of ``{"evaluation", "label", "kind", "cells": {prior:
+    {"accuracy"}}}``). One line per row: the head's own logits (grey), each method at its rule (solid, circles)
+    and at its prior-aware validation choice (dash-dot, squares, "on val re-weighted": the strength chosen on the
+    validation split re-weighted to each prior), and logit adjustment with the known test prior (black, dashed:
+    an oracle that reads the prior, a reference). Rows chosen on the balanced validation split (``METHOD/val``: the
+    prior-aware row at ``uniform``) and rows the run lacks (``cells`` None) are not drawn; priors that are not
+    the protocol's (``train``, given weights) neither. ``mark``: a prior shaded as the one in view."""
+    from lt_kit.methods import DECOUPLED, POSTHOC
+    order = [p for p in protocol_priors() if p in table["priors"]]
+    x = np.arange(len(order))
+    fig, (ax,) = new_figure(width=10.0, height=4.2)
+    if mark in order:
+        i = order.index(mark)
+        ax.axvspan(i - 0.4, i + 0.4, color="#e6e6e6", zorder=0, label=f"test prior in view: {mark}")
+    for r in table["rows"]:
+        if r["cells"] is None or r["evaluation"].endswith("/val"):
+            continue
+        method = _row_method(r["evaluation"])
+        y = np.array([_pct(r["cells"][p]["accuracy"]) for p in order])
+        if r["kind"] == "oracle":
+            style = dict(color="black", ls="--", lw=1.4, marker="", label=r["label"])
+        elif method == "softmax":
+            style = dict(color=BASE_COLOR, ls="-", lw=1.6, marker="o", ms=4, label=f"{r['label']} (no method)")
+        else:
+            color = METHOD_COLORS.get(method, PALETTE[4])
+            reg = POSTHOC.get(method) or DECOUPLED.get(method)
+            name = reg.label if reg else method
+            if r["kind"] == "prior":
+                style = dict(color=color, ls="-.", lw=1.6, marker="s", ms=4, mfc="white",
+                             label=f"{name} prior-aware ({r['strength_name']} on val re-weighted)")
+            else:
+                style = dict(color=color, ls="-", lw=1.8, marker="o", ms=4, label=r["label"])
+        ax.plot(x, y, **style)
+    ax.set_xticks(x, order, rotation=40, ha="right", fontsize=8)
+    ax.set(xlim=(-0.5, len(order) - 0.5), ylabel="accuracy % under the test prior",
+           xlabel="test label distribution: tail-heavy (backward) .. balanced .. head-heavy (forward)",
+           title="accuracy under label shift (LADE / SADE test priors)")
+    ax.grid(alpha=0.3)
+    fig.legend(fontsize=7, loc="outside right upper")
     return fig
 
 

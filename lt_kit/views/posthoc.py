@@ -21,10 +21,7 @@ from lt_kit.evaluation.summary import (
     two_stage_note,
 )
 from lt_kit.methods import DECOUPLED, methods_for
-from lt_kit.views.plots import PALETTE, _pct, new_figure
-
-METHOD_COLORS = {"tde": PALETTE[0], "logit_adjust": PALETTE[1], "tau_norm": PALETTE[2], "crt": PALETTE[3],
-                 "lws": PALETTE[5]}
+from lt_kit.views.plots import METHOD_COLORS, PALETTE, _pct, new_figure
 
 
 def method_curves(cache: FeatureCache, val_cache: FeatureCache | None, preset_alpha: float,
