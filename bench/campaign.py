@@ -22,9 +22,9 @@ line into the run dir it scores, hence the copy). A recorded row is never run ag
 is recorded only while its manifest row still names the parameters it ran with. After each one the grouped table is
 rebuilt through ``lt_kit compare`` on the recorded runs: ``<name>.json`` and ``<name>.md``.
 
-``stash`` copies each partial row's run dir (checkpoint included, about 4.4 MB for ResNet-32) into
-``bench/results/<name>/partial/``, which is committed: a machine is not kept between sessions, so the stash is how a
-partly trained row reaches the next one, and ``run`` picks it up from there. Recording the row removes its stash.
+``stash`` copies each partial row's run dir (checkpoint included) into ``bench/results/<name>/partial/`` (ignored by
+git: checkpoints stay out of the repository) so that it can be carried to a machine that lacks ``--runs``; ``run``
+picks a stashed row up from there. Recording the row removes its stash.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""``python -m lt_kit train|test|params|compare``: the reference's ``main.py --cfg ... [--test --model_dir ...]``,
-and what the CLI tells a user: the parameter table a data set resolves to, where a bad value came from
-(``--params`` file or ``--set``), preset names, and what to do after Ctrl-C."""
+"""``python -m lt_kit train|test|params|compare|demo|shift|calibration|gap|adapt``: the reference's ``main.py --cfg
+... [--test --model_dir ...]``, the analyses that read a run's caches (``views/analysis.py``,
+``views/adaptation.py``), and what the CLI tells a user: the parameter table a data set resolves to, where a bad
+value came from (``--params`` file or ``--set``), preset names, and what to do after Ctrl-C."""
 from __future__ import annotations
 
 import argparse
