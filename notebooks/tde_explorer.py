@@ -22,7 +22,9 @@
 # is chosen on it; the best strength on the test set is shown only "for reading, chosen on test".
 # `test_prior` re-weights the balanced test set to a test label distribution of the LADE / SADE protocol
 # (backward50 .. uniform .. forward50): the sweep and the live view are drawn under it, and a control beside
-# the slider changes it live.
+# the slider changes it live. Its last entry, `estimated`, is the case where nobody knows the prior: a test set
+# drawn to `estimate_from`, its prior estimated from its unlabelled images by `estimator` (EM or BBSE), the
+# strength chosen on the validation split re-weighted to that estimate.
 #
 # ```bash
 # papermill notebooks/tde_explorer.ipynb out.ipynb -p run_dir runs/train     # static figures only
@@ -35,10 +37,15 @@ run_dir: str = "runs/train"  # a run folder written by train.ipynb or `python -m
 method: str = ""  # the slider's first method: tde, logit_adjust, tau_norm; empty: tde, else the head's first
 alpha_max: float = 3.0  # right end of the TDE slider and sweep (the other methods use their own range)
 sweep_step: float = 0.05  # strength spacing of the static sweep
-test_prior: str = "uniform"  # test label distribution: uniform, forward2..forward50, backward2..backward50 (LADE / SADE protocol)
+test_prior: str = "uniform"  # test label distribution: uniform, forward2..forward50, backward2..backward50 (LADE / SADE protocol), or estimated
+estimate_from: str = "forward50"  # the 'estimated' prior's drawn test set follows this prior (forward50 .. backward50)
+estimator: str = "em"  # how the 'estimated' prior is read from the drawn images: em or bbse
+draws: int = 10  # sub-sampled test sets per prior in the 'prior unknown' table (0: skip that section)
 
 # %%
+from lt_kit.evaluation.adaptation import format_adaptation
 from lt_kit.evaluation.analysis_text import format_shift
+from lt_kit.views.adaptation import adaptation_figure
 from lt_kit.views.explorer import AlphaExplorer
 from lt_kit.views.notebook import EXPLORER_PARAMS, check_parameters, save_and_show
 from lt_kit.views.plots import prior_figure
@@ -46,7 +53,8 @@ from lt_kit.views.posthoc import comparison_figure, comparison_table, method_cur
 
 p = check_parameters(globals(), EXPLORER_PARAMS)  # stops here on an unknown, ill-typed or invalid parameter
 explorer = AlphaExplorer.from_run(p["run_dir"], alpha_max=p["alpha_max"], method=p["method"],
-                                  test_prior=p["test_prior"])
+                                  test_prior=p["test_prior"], estimate_from=p["estimate_from"],
+                                  estimator=p["estimator"])
 print(explorer.describe())
 
 # %% [markdown]
@@ -94,6 +102,24 @@ save_and_show({explorer.figure_name("sweep"): explorer.sweep_figure(sweep)}, exp
 table = explorer.shift_table()  # every method under every protocol prior (lt_kit.evaluation.analysis)
 print(format_shift(table))
 save_and_show({"label_shift": prior_figure(table, mark=explorer.prior_name)}, explorer.run_dir / "figures")
+
+# %% [markdown]
+# ## When the test prior is unknown
+# A deployed model does not know its test prior. Here `draws` test sets are sub-sampled from the balanced test
+# set to each protocol prior (SADE's construction), and on each one the prior is estimated from the unlabelled
+# images: EM on posteriors calibrated on the validation split, and BBSE with the validation split's confusion
+# matrix. Each method is then adapted to the estimate (logit adjustment with the estimated prior; each
+# strength chosen on the validation split re-weighted to it) and scored on the drawn set, beside the method
+# as it is (unadapted) and adapted to the drawn set's true prior (oracle). Needs a validation split;
+# `draws = 0` skips it.
+
+# %%
+if p["draws"] and explorer.val_cache is not None:
+    adapted = explorer.adaptation_table(p["draws"])  # EM / BBSE / oracle on p["draws"] drawn sets per prior
+    print(format_adaptation(adapted))
+    save_and_show({"adaptation": adaptation_figure(adapted)}, explorer.run_dir / "figures")
+else:
+    print("skipped: " + ("draws = 0" if not p["draws"] else "the run has no validation split"))
 
 # %% [markdown]
 # ## The selector, the slider and the test prior

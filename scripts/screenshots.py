@@ -206,8 +206,9 @@ def move_slider(page, presses: int = 5, key: str = "ArrowRight", *, timeout_ms: 
 
 def move_prior(page, presses: int = 1, key: str = "ArrowRight", *, timeout_ms: int = 30_000) -> float:
     """Click the explorer's test-prior control's handle and press ``key`` ``presses`` times (one prior per
-    press, backward50 .. uniform .. forward50); waits until the readout names the prior the control shows
-    (``| test prior forward2,``) and the figure has changed. Returns the seconds from the first key press."""
+    press, backward50 .. uniform .. forward50, estimated); waits until the readout names the prior the control
+    shows (``| test prior forward2,``, ``| test prior estimated (``) and the figure has changed. Returns the
+    seconds from the first key press."""
     before_label, before_img = slider_state(page)
     page.locator(f"{CURRENT} .lt-kit-prior .noUi-handle").first.click()
     t0 = time.monotonic()
@@ -220,7 +221,7 @@ def move_prior(page, presses: int = 1, key: str = "ArrowRight", *, timeout_ms: i
             const nb = document.querySelector(panel);
             const l = nb.querySelector('.lt-kit-readout');
             const imgs = [...nb.querySelectorAll('.jp-OutputArea-output img')];
-            return l && l.textContent !== label && /[,|]/.test(l.textContent.split('| test prior ' + value)[1]?.[0])
+            return l && l.textContent !== label && /[ ,|]/.test(l.textContent.split('| test prior ' + value)[1]?.[0])
                 && imgs.length && imgs[imgs.length - 1].src !== img;
         }""", arg=[before_label, before_img, value, CURRENT], timeout=timeout_ms)
     return time.monotonic() - t0

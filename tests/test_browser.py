@@ -1,7 +1,7 @@
 """The alpha slider in a real browser: JupyterLab on loopback, tde_explorer.ipynb opened in Debian's Chromium
 through Playwright, all cells run, the slider moved with the keyboard, the method selector switched to logit
 adjustment (tau) and back to TDE, and the test-prior control moved with the keyboard (uniform -> forward2 ->
-forward50 -> backward50).
+forward50 -> estimated -> backward50).
 
 Skips when Chromium or Playwright is missing (``scripts/ensure-chromium.sh`` installs Chromium), except
 under ``CI=true``, where that is a failure. Set ``LT_KIT_SCREENSHOTS=DIR`` to keep the screenshots.
@@ -121,7 +121,12 @@ def test_alpha_slider_in_chromium(explorer_root, tmp_path):
         assert label7.startswith(_expected_readout(run, "forward50")), label7     # the prior-weighted numbers
         assert numbers(label7) != numbers(label5) and img7 != img6
         shots.save_screenshot(page, out / "explorer_prior.png")
-        shots.move_prior(page, presses=10, key="ArrowLeft")
+        shots.move_prior(page, presses=1)                 # the last entry: the prior estimated from a forward50 draw
+        label_e, img_e = shots.slider_state(page)
+        assert label_e.startswith(_expected_readout(run, "estimated")) and img_e != img7, label_e
+        assert "| test prior estimated (EM from a forward50 draw, error TV " in label_e, label_e
+        assert "(knowing the prior: " in label_e and not label_e.startswith("error:"), label_e
+        shots.move_prior(page, presses=11, key="ArrowLeft")
         label8, img8 = shots.slider_state(page)
         assert label8.startswith(_expected_readout(run, "backward50")) and img8 != img7, label8
         assert page.locator(f"{shots.CURRENT} .lt-kit-alpha .widget-readout").first.inner_text().strip() == "1.00"

@@ -367,7 +367,10 @@ def test_explorer_notebook_under_a_test_prior(val_run_copy, tmp_path, kernel):
     assert "test prior forward50: accuracies are prior-weighted" in text                        # the sweep summary
     assert "(validation split re-weighted to forward50)" in text
     assert "tde/prior" in text and "prior-aware choices (validation split only)" in text        # the shift table
-    for fig in ("methods", "tde_sweep_forward50", "label_shift", "tde_panel_forward50"):
+    assert "the control's last entry, estimated: EM from " in text                             # describe()
+    # the prior unknown: 10 draws per protocol prior, EM / BBSE / oracle columns, the figure beside the others
+    assert "10 draws per prior from the" in text and "oracle" in text and "tde/prior" in text
+    for fig in ("methods", "tde_sweep_forward50", "label_shift", "tde_panel_forward50", "adaptation"):
         assert (run / "figures" / f"{fig}.png").read_bytes().startswith(b"\x89PNG"), fig
 
 
@@ -379,7 +382,7 @@ def test_a_bad_test_prior_stops_the_explorer_in_one_line(tmp_path, kernel):
     assert e.value.ename == "LtKitError" and "\n" not in e.value.evalue
     assert e.value.evalue == ("notebook parameter 'test_prior' must be one of backward50, backward25, backward10, "
                               "backward5, backward2, uniform, forward2, forward5, forward10, forward25, forward50, "
-                              "got 'forwad50'")
+                              "estimated, got 'forwad50'")
     assert "check_parameters(globals(), EXPLORER_PARAMS)" in e.value.source     # the cell after the parameters
     assert not (tmp_path / "run").exists()
 

@@ -251,7 +251,7 @@ def test_explorer_test_prior_reweights_the_readout_and_moves_the_val_choice(cach
     assert ex.readout(1.0, m).split(" | redraw")[0] == text0.split(" | redraw")[0] and m == m0
     # the same choice as the shift table's prior-aware row (evaluation.analysis), for every prior
     rows = {r["evaluation"]: r for r in ex.shift_table()["rows"]}
-    for name in ex.priors:
+    for name in ex.priors[:-1]:                                      # the last is "estimated" (its own test)
         ex.set_prior(name)
         if name != "uniform":
             assert rows["tde/prior"]["cells"][name]["strength"] == pytest.approx(ex.val_choice()), name
@@ -259,6 +259,50 @@ def test_explorer_test_prior_reweights_the_readout_and_moves_the_val_choice(cach
         ex.set_prior("sideways")
     b = ex.benchmark(4)
     assert b["prior_changes"] == 4 and b["prior_median_ms"] < 1000 and ex.prior_name == "forward50"
+
+
+def test_explorer_estimated_prior_chooses_on_the_estimate_and_scores_on_the_drawn_truth(cache):
+    """The control's last entry, "estimated": one test set drawn to ``estimate_from``, its prior read by EM (or
+    BBSE) from the drawn images' head logits (the same estimate ``evaluation.adaptation`` makes for that draw);
+    accuracies weight the drawn set's true class frequencies; the strength is chosen on the validation split
+    re-weighted to the estimate, the oracle's (re-weighted to the truth) beside it; the readout, the titles and
+    the estimate's line say so. Without a validation split there is no such entry and asking for it is refused."""
+    from lt_kit.evaluation.adaptation import estimators_from_logits
+    from lt_kit.maths.draws import draw_test_sets
+    from lt_kit.maths.prior_estimation import tv_distance
+    from lt_kit.maths.shift import choose_for_prior, named_prior, prior_weighted_accuracy
+    from lt_kit.methods import head_logits
+    val = make_cache(seed=5)
+    est = estimators_from_logits(head_logits(cache), head_logits(val), val.labels.numpy(), cache.train_counts,
+                                 cache.class_names)
+    for estimator, source in (("em", "forward50"), ("bbse", "backward10")):
+        ex = AlphaExplorer(cache, preset_alpha=1.0, val_cache=val, estimator=estimator, estimate_from=source)
+        assert ex.priors[-1] == "estimated" and ex.priors[:-1] == plots.protocol_priors()
+        counts, (idx,) = draw_test_sets(cache.labels.numpy(), named_prior(source, cache.train_counts), 6, draws=1)
+        e = ex.estimated
+        assert np.array_equal(e.true, counts / counts.sum()) and e.size == counts.sum() == len(idx)
+        assert np.allclose(e.estimate, est.estimate(idx)[estimator]) and e.error == tv_distance(e.estimate, e.true)
+        m, _ = ex.render(1.0, prior="estimated")
+        per_class = np.asarray(AlphaEvaluator(cache).metrics(1.0)["per_class"])
+        assert m["overall"] == pytest.approx(prior_weighted_accuracy(per_class, e.true))
+        g = ex.grid()
+        assert ex.val_choice() == g["val_strengths"][choose_for_prior(g["val"], e.estimate)]
+        assert ex.oracle_choice() == g["val_strengths"][choose_for_prior(g["val"], e.true)]
+        text = ex.readout(1.0, m)
+        assert (f"| test prior estimated ({estimator.upper()} from a {source} draw, error TV {e.error:.3f}), "
+                f"val-chosen alpha {ex.val_choice():.2f} (knowing the prior: {ex.oracle_choice():.2f}) |") in text
+        assert ex._est_line.get_visible() and ex._oracle_mark.get_xdata()[0] == ex.oracle_choice()
+        assert ex._s_title.get_text().startswith(f"{estimator.upper()} est. of {source}: val ")
+        assert f"{estimator.upper()} from {e.size} unlabelled test images drawn to {source}" in ex.describe()
+        assert "knowing the drawn set's prior, the validation split chooses alpha" in ex.sweep_summary(ex.sweep(0.5))
+        ex.render(prior="forward50")                                 # a named prior: no estimate drawn, no oracle
+        assert not ex._est_line.get_visible() and ex.oracle_choice() is None and len(ex._oracle_mark.get_xdata()) == 0
+    plain = AlphaExplorer(cache, preset_alpha=1.0)
+    assert "estimated" not in plain.priors and "no 'estimated' test prior: no validation split" in plain.describe()
+    with pytest.raises(LtKitError, match="test prior 'estimated' needs a validation split"):
+        AlphaExplorer(cache, preset_alpha=1.0, test_prior="estimated")
+    with pytest.raises(LtKitError, match="estimator must be one of em, bbse, got 'mle'"):
+        AlphaExplorer(cache, preset_alpha=1.0, val_cache=val, estimator="mle")       # bad even if not in view
 
 
 def test_sweep_under_a_prior_is_reweighted_and_says_so(cache):
@@ -441,7 +485,8 @@ def test_injected_names_reads_papermills_cell():
 
 
 def test_check_parameters_rejects_unknown_and_ill_typed():
-    base = {"run_dir": "/r", "method": "", "alpha_max": 3.0, "sweep_step": 0.05, "test_prior": "uniform"}
+    base = {"run_dir": "/r", "method": "", "alpha_max": 3.0, "sweep_step": 0.05, "test_prior": "uniform",
+            "estimate_from": "forward50", "estimator": "em", "draws": 10}
     ns = {**base, "alpa_max": 2.0, "In": ["", "# Parameters\nalpa_max = 2.0\n"]}
     with pytest.raises(LtKitError, match=r"unknown notebook parameter 'alpa_max' \(did you mean 'alpha_max'\?\)"):
         check_parameters(ns, EXPLORER_PARAMS)
@@ -450,14 +495,19 @@ def test_check_parameters_rejects_unknown_and_ill_typed():
     with pytest.raises(LtKitError, match="must be float"):
         check_parameters({**base, "alpha_max": float("inf")}, EXPLORER_PARAMS)
     out = check_parameters({**base, "alpha_max": 2, "sweep_step": "0.1"}, EXPLORER_PARAMS)   # -r gives strings
-    assert out == {"run_dir": "/r", "method": "", "alpha_max": 2.0, "sweep_step": 0.1, "test_prior": "uniform"}
+    assert out == {**base, "alpha_max": 2.0, "sweep_step": 0.1}
+    assert check_parameters({**base, "test_prior": "estimated"}, EXPLORER_PARAMS)["test_prior"] == "estimated"
+    with pytest.raises(LtKitError, match="'estimator' must be one of em, bbse, got 'mle'"):
+        check_parameters({**base, "estimator": "mle"}, EXPLORER_PARAMS)
+    with pytest.raises(LtKitError, match="'estimate_from' must be one of backward50, .*, forward50, got 'estimated'"):
+        check_parameters({**base, "estimate_from": "estimated"}, EXPLORER_PARAMS)
     assert check_parameters({**base, "test_prior": "backward25"}, EXPLORER_PARAMS)["test_prior"] == "backward25"
     for bad in ("forwad50", "train", "forward3", ""):       # one line naming the control's priors, in its order
         with pytest.raises(LtKitError) as e:
             check_parameters({**base, "test_prior": bad}, EXPLORER_PARAMS)
         assert str(e.value) == ("notebook parameter 'test_prior' must be one of backward50, backward25, backward10, "
                                 "backward5, backward2, uniform, forward2, forward5, forward10, forward25, forward50, "
-                                f"got {bad!r}")
+                                f"estimated, got {bad!r}")
     d = check_parameters({"run_dir": "/r", "alpha": None, "max_points": 10}, DIRECTION_PARAMS)
     assert d["alpha"] is None
     with pytest.raises(LtKitError, match="'max_points' must be int"):

@@ -231,6 +231,30 @@ def test_the_run_table_comes_back_from_its_seed(smoke_val_run):
     assert "warning" not in format_adaptation({**one, "val_nll": 0.5 * one["uniform_nll"]})
 
 
+def test_adaptation_figure_draws_each_column_over_the_protocol_priors(smoke_val_run):
+    """One panel per adapted method; in each, the unadapted, EM, BBSE and oracle means (%) over the priors in the
+    control's order (tail-heavy .. head-heavy), whatever order the table has; ``train`` is not drawn."""
+    from lt_kit.views.adaptation import adaptation_figure
+    from lt_kit.views.plots import protocol_priors
+    params, caches = run_caches(smoke_val_run)
+    table = adaptation_table(analyse(params, caches), ["forward10", "backward5", "uniform", "train"], draws=2)
+    fig = adaptation_figure(table)
+    adapted = [r for r in table["rows"] if r["kind"] == "adapted"]
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == [r["name"] for r in adapted]
+    order = [p for p in protocol_priors() if p in ("forward10", "backward5", "uniform")]
+    assert order == ["backward5", "uniform", "forward10"]
+    for ax, r in zip(axes, adapted):
+        assert [t.get_text() for t in ax.get_xticklabels()] == order
+        lines = ax.get_lines()
+        assert len(lines) == len(COLUMNS)
+        for line, col in zip(lines, COLUMNS):
+            assert np.allclose(line.get_ydata(), [100 * r["cells"][p][col]["mean"] for p in order]), (r["name"], col)
+    assert len({ax.get_ylim() for ax in axes}) == 1                   # one scale across the panels
+    with pytest.raises(LtKitError, match="nothing to draw"):
+        adaptation_figure({**table, "rows": [r for r in table["rows"] if r["kind"] != "adapted"]})
+
+
 # --------------------------------------------------------------------------- the command
 def _cli(capsys, *argv):
     from lt_kit.cli import main
@@ -244,10 +268,13 @@ def _one_line(code, out, err, match):
     assert re.search(match, err), err
 
 
-def test_adapt_command_prints_every_prior(capsys, smoke_val_run):
+def test_adapt_command_prints_every_prior(capsys, smoke_val_run, tmp_path):
     code, out, err = _cli(capsys, "adapt", "--run-dir", str(smoke_val_run), "--prior", "forward50",
-                          "--prior", "backward10", "--draws", "2", "--seed", "1")
+                          "--prior", "backward10", "--draws", "2", "--seed", "1", "--figure",
+                          str(tmp_path / "figs" / "adapt.png"))
     assert code == 0, err
+    assert out.rstrip().endswith(f"figure: {tmp_path / 'figs' / 'adapt.png'}")
+    assert (tmp_path / "figs" / "adapt.png").read_bytes().startswith(b"\x89PNG")
     assert "2 draws per prior" in out and "draw k seeded 1 + k" in out
     assert re.search(r"^forward50: 2 draws of \d+ images each \(class counts 50 \.\. 1\)", out, flags=re.M)
     assert re.search(r"^backward10: 2 draws of \d+ images each", out, flags=re.M)

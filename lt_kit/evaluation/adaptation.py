@@ -89,24 +89,67 @@ def prior_estimators(a: Analysis) -> PriorEstimators:
     if a.val is None:
         raise LtKitError(NEEDS_VAL)
     head = a.evaluations["softmax"]
-    counts = np.asarray(a.test.train_counts, dtype=np.float64)
+    return estimators_from_logits(head.test, head.val, a.val.labels, a.test.train_counts, a.test.class_names)
+
+
+def estimators_from_logits(test_logits, val_logits, val_labels, train_counts, class_names) -> PriorEstimators:
+    """The estimators' inputs from the head's own logits on the test images and on the labelled validation split
+    (``methods.head_logits`` of each cache): the calibration fitted on the validation split, the test images'
+    calibrated posteriors and hard predictions, the validation confusion matrix. No test label is read."""
+    counts = np.asarray(train_counts, dtype=np.float64)
     c = len(counts)
     if (counts <= 0).any():
         raise LtKitError(f"adapt needs every class in the training split (class "
-                         f"{a.test.class_names[int(np.argmin(counts))]} has no training image)")
-    y_val = a.val.labels.numpy()
+                         f"{class_names[int(np.argmin(counts))]} has no training image)")
+    y_val = np.asarray(val_labels)
     val_counts = np.bincount(y_val, minlength=c)[:c]
     if (val_counts == 0).any():
         raise LtKitError(f"adapt needs every class in the validation split (class "
-                         f"{a.test.class_names[int(np.argmin(val_counts))]} has no validation image)")
+                         f"{class_names[int(np.argmin(val_counts))]} has no validation image)")
     train_prior = counts / counts.sum()
     log_prior = torch.as_tensor(np.log(train_prior))
-    cal = fit_balanced_calibration(head.val, a.val.labels, log_prior.numpy())
-    test = head.test.double() - cal.beta * log_prior
-    val = head.val.double() - cal.beta * log_prior
+    cal = fit_balanced_calibration(val_logits, torch.as_tensor(y_val), log_prior.numpy())
+    test = test_logits.double() - cal.beta * log_prior
+    val = val_logits.double() - cal.beta * log_prior
     return PriorEstimators(train_prior, val_counts / val_counts.sum(), cal,
                            torch.softmax(test / cal.temperature, dim=1).numpy(), test.argmax(1).numpy(),
                            confusion_matrix(val.argmax(1).numpy(), y_val, c), len(y_val))
+
+
+@dataclass
+class DrawnEstimate:
+    """One test set drawn to the prior ``source`` and that prior as an estimator reads it from the drawn images
+    (the explorer's "estimated" test prior)."""
+    source: str                 # the prior the drawn set has (a maths.shift name)
+    estimator: str              # em or bbse
+    seed: int
+    size: int                   # images in the drawn set
+    estimate: np.ndarray        # (C,) q^, read from the drawn images' logits alone
+    true: np.ndarray            # (C,) the drawn set's class frequencies
+
+    @property
+    def error(self) -> float:
+        """Total variation distance between the estimate and the drawn set's class frequencies."""
+        return tv_distance(self.estimate, self.true)
+
+    def describe(self) -> str:
+        return (f"{_SHOWN[self.estimator]} from {self.size} unlabelled test images drawn to {self.source} (seed "
+                f"{self.seed}), error TV {self.error:.3f}")
+
+
+def estimate_from_draw(est: PriorEstimators, test_labels, source: str, *, estimator: str = "em", seed: int = 0,
+                       class_names=None) -> DrawnEstimate:
+    """Draw one test set to the prior ``source`` (``maths.draws``; the labels pick the images, as SADE's
+    sub-sampling does) and estimate its prior with ``estimator`` from those images' logits only."""
+    from lt_kit.maths.shift import named_prior
+    if estimator not in ESTIMATORS:
+        raise LtKitError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
+    y = np.asarray(test_labels)
+    c = len(est.train_prior)
+    counts, (idx,) = draw_test_sets(y, named_prior(source, est.train_prior), c, draws=1, seed=seed,
+                                    class_names=class_names, what=f"a {source} draw")
+    return DrawnEstimate(source, estimator, seed, int(counts.sum()), est.estimate(idx)[estimator],
+                         counts / counts.sum())
 
 
 @dataclass

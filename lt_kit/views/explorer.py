@@ -13,6 +13,12 @@ re-weights the balanced test set: accuracy under a prior is the prior-weighted m
 Each method's per-class accuracy over its strength grid is computed once, on the test set and on the validation
 split, so a prior change is a product of that (S, C) matrix with the (C,) prior: the accuracy-versus-strength
 curve, the strength chosen on the validation split re-weighted to the prior, and the best on test (for reading).
+
+**"estimated"**, the control's last entry when the run has a validation split, is the case where nobody knows
+the prior: one test set is drawn to ``estimate_from`` (``forward50`` by default, SADE's sub-sampling), and its
+prior is estimated from those images' logits alone by EM or BBSE (``evaluation/adaptation.py``). Accuracies are
+those of the drawn set's true class frequencies; the validation split is re-weighted to the *estimate* to choose
+the strength (the oracle's choice, knowing the prior, is shown beside it); the estimate is drawn over the prior.
 """
 from __future__ import annotations
 
@@ -49,13 +55,19 @@ from lt_kit.views.plots import (
 
 SPLITS = ("many", "medium", "few", "overall", "head", "tail")
 UNIFORM = "uniform"
+ESTIMATED = "estimated"
 
 
-def check_test_prior(name: str) -> str:
-    """``name`` if it is one of the protocol's priors (:func:`plots.protocol_priors`), else one line naming them."""
+def check_test_prior(name: str, *, has_val: bool = True) -> str:
+    """``name`` if it is one of the protocol's priors (:func:`plots.protocol_priors`) or ``estimated`` (which
+    needs a validation split), else one line naming them."""
     valid = protocol_priors()
-    if name not in valid:
-        raise LtKitError(f"test prior must be one of {', '.join(valid)} (the LADE / SADE test priors), got {name!r}")
+    if name == ESTIMATED and not has_val:
+        raise LtKitError("test prior 'estimated' needs a validation split (the estimators' calibration and the "
+                         "strength's choice are measured on it); this run has none (train with val_per_class)")
+    if name not in (*valid, ESTIMATED):
+        raise LtKitError(f"test prior must be one of {', '.join(valid)} (the LADE / SADE test priors) or "
+                         f"{ESTIMATED} (estimated from a drawn test set), got {name!r}")
     return name
 
 
@@ -66,7 +78,8 @@ class AlphaExplorer:
 
     def __init__(self, cache: FeatureCache, *, preset_alpha: float, alpha_max: float = 3.0, step: float = 0.01,
                  run_dir: Path | None = None, val_cache: FeatureCache | None = None, method: str = "",
-                 train_cache: FeatureCache | None = None, params: dict | None = None, test_prior: str = UNIFORM):
+                 train_cache: FeatureCache | None = None, params: dict | None = None, test_prior: str = UNIFORM,
+                 estimate_from: str = "forward50", estimator: str = "em"):
         self.cache, self.run_dir, self.val_cache = cache, run_dir, val_cache
         self.train_cache, self.params = train_cache, params      # for the two-stage methods (cRT, LWS)
         self.preset_alpha, self.alpha_max, self.step = float(preset_alpha), float(alpha_max), float(step)
@@ -85,12 +98,30 @@ class AlphaExplorer:
         # the priors, and the class groups the splits weight over (the same counts the metrics split on)
         self.priors = protocol_priors()
         self.prior_weights = {n: named_prior(n, cache.train_counts) for n in self.priors}
+        from lt_kit.evaluation.adaptation import ESTIMATORS
+        from lt_kit.maths.shift import check_prior_name
+        if estimator not in ESTIMATORS:            # refused whether or not "estimated" is in view
+            raise LtKitError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
+        check_prior_name(estimate_from)
+        self.estimated = None                      # DrawnEstimate: the "estimated" entry (needs a val split)
+        self.no_estimate = "no validation split" if val_cache is None else None
+        if val_cache is not None:
+            try:
+                self.estimated = _drawn_estimate(cache, val_cache, estimate_from, estimator)
+            except LtKitError as e:               # a test set too small for the draw, a class missing from val
+                if test_prior == ESTIMATED:
+                    raise
+                self.no_estimate = str(e)
+            else:
+                self.priors.append(ESTIMATED)
+                self.prior_weights[ESTIMATED] = self.estimated.true  # accuracies: the drawn set's own prior
         self._groups = {"overall": np.arange(len(cache.train_counts)),
                         **shot_groups(cache.shot_counts, cache.many_threshold, cache.few_threshold),
                         **median_groups(cache.shot_counts)}
         self._grids: dict[str, dict] = {}          # method -> per-class accuracy over its strengths (test, val)
         self._metrics_at: tuple | None = None      # (method, strength) of self._m: a prior change re-uses it
         self._shift_table: dict | None = None
+        self._analysis = None
         self.set_prior(test_prior)
         self.set_method(method or next(iter(self.methods)))
 
@@ -110,7 +141,7 @@ class AlphaExplorer:
 
     def set_prior(self, name: str) -> None:
         """Score under test prior ``name`` (one of :attr:`priors`); ``LtKitError`` naming them otherwise."""
-        self.prior_name = check_test_prior(name)
+        self.prior_name = check_test_prior(name, has_val=self.val_cache is not None)
         self.prior = self.prior_weights[name]
 
     # ------------------------------------------------------------------ the test prior
@@ -161,7 +192,20 @@ class AlphaExplorer:
         if self.prior_name == UNIFORM:
             return self.val_strength
         g = self.grid()
+        chosen_for = self.estimated.estimate if self.prior_name == ESTIMATED else self.prior
+        return float(g["val_strengths"][choose_for_prior(g["val"], chosen_for)])
+
+    def oracle_choice(self) -> float | None:
+        """Under ``estimated``: the strength the validation split re-weighted to the drawn set's *true* prior
+        would choose (knowing the prior), beside :meth:`val_choice`'s from the estimate; None otherwise."""
+        if self.prior_name != ESTIMATED:
+            return None
+        g = self.grid()
         return float(g["val_strengths"][choose_for_prior(g["val"], self.prior)])
+
+    def prior_text(self) -> str:
+        """The current prior's name, and under ``estimated`` what was estimated from what."""
+        return self.prior_name if self.prior_name != ESTIMATED else f"estimated ({self.estimated.describe()})"
 
     def test_best(self) -> tuple[float, float]:
         """(strength, accuracy %) of the current method's best overall test accuracy under the current prior,
@@ -175,15 +219,31 @@ class AlphaExplorer:
         method at its rule, val and prior-aware choice, logit adjustment's known-prior oracle), computed once.
         The two-stage methods are fitted again from the training-feature cache when the run has one."""
         if self._shift_table is None:
-            from lt_kit.evaluation.analysis import analyse, shift_table
+            from lt_kit.evaluation.analysis import shift_table
+            self._shift_table = shift_table(self.analysis(), protocol_priors())
+        return self._shift_table
+
+    def analysis(self):
+        """Every evaluation of the run (``evaluation.analysis.analyse``), built once: what the shift and
+        adaptation tables read. The two-stage methods are fitted from the training-feature cache when the run
+        has one."""
+        if self._analysis is None:
+            from lt_kit.evaluation.analysis import analyse
             params = {**(self.params or {}), "alpha": self.preset_alpha}
             caches = {"test": self.cache, "val": self.val_cache,
                       "train": self.train_cache if self.params is not None else None}
-            self._shift_table = shift_table(analyse(params, caches), self.priors)
-        return self._shift_table
+            self._analysis = analyse(params, caches)
+        return self._analysis
+
+    def adaptation_table(self, draws: int, seed: int = 0) -> dict:
+        """Every method adapted to the prior EM and BBSE estimate, on ``draws`` sub-sampled test sets per
+        protocol prior (``evaluation.adaptation.adaptation_table``); ``LtKitError`` without a validation split."""
+        from lt_kit.evaluation.adaptation import adaptation_table
+        return adaptation_table(self.analysis(), protocol_priors(), draws=draws, seed=seed)
 
     def figure_name(self, what: str) -> str:
-        """A figure's file name: ``tde_sweep``, or ``tde_sweep_forward50`` under another prior than uniform."""
+        """A figure's file name: ``tde_sweep``, or ``tde_sweep_forward50`` under another prior than uniform
+        (``tde_sweep_estimated``)."""
         return f"{self.method}_{what}" + ("" if self.prior_name == UNIFORM else f"_{self.prior_name}")
 
     @classmethod
@@ -223,8 +283,12 @@ class AlphaExplorer:
         now, base = self.split_values(m), self.split_values(self.at_prior(self.base))
         parts = [f"{k} {fmt(now[i])}" for i, k in enumerate(SPLITS) if k != "overall"]
         ms = f" | redraw {1000 * self.update_seconds[-1]:.0f} ms" if self.update_seconds else ""
-        n, v = self.strength_name, self.val_choice()
+        n, v, o = self.strength_name, self.val_choice(), self.oracle_choice()
         val = "" if v is None else f", val-chosen {n} {v:.2f}"
+        if o is not None:
+            e = self.estimated
+            val = (f" ({e.estimator.upper()} from a {e.source} draw, error TV {e.error:.3f}){val} "
+                   f"(knowing the prior: {o:.2f})")
         return (f"{n} {alpha:.2f}: overall {fmt(now[3])}% ({n} 0: {fmt(base[3])}%) | test prior {self.prior_name}"
                 f"{val} | " + ", ".join(parts[:3]) + " | median split: " + ", ".join(parts[3:]) + ms)
 
@@ -241,8 +305,14 @@ class AlphaExplorer:
                  "splits: " + "; ".join(f"{k} {v}" for k, v in self.rules.items() if k != "overall"),
                  f"head/tail: classes with more training images than the median ({med:g}) vs the rest; "
                  "used because the reference thresholds can leave a split empty (CIFAR-10-LT has no few-shot class)",
-                 f"test prior: {self.prior_name}" + (" (the balanced test set as it is)" if self.prior_name == UNIFORM
-                 else " (accuracies: the prior-weighted mean of per-class test accuracy; splits weighted within)")]
+                 f"test prior: {self.prior_text()}" + (" (the balanced test set as it is)"
+                                                       if self.prior_name == UNIFORM else " (accuracies: the "
+                 "prior-weighted mean of per-class test accuracy; splits weighted within)")]
+        if self.estimated is not None:
+            lines.append(f"the control's last entry, estimated: {self.estimated.describe()}; strengths chosen on "
+                         "the validation split re-weighted to the estimate")
+        else:
+            lines.append(f"no 'estimated' test prior: {self.no_estimate}")
         if "tde" not in self.methods:
             lines.append(f"{c.head} head: TDE does not apply (it needs the causal-norm head)")
         return "\n".join(lines)
@@ -256,10 +326,14 @@ class AlphaExplorer:
                                                       "per-class test accuracies"]
         out += [f"{n} 0 (the head's own logits): {100 * self.at_prior(self.base)['overall']:.2f}%",
                 f"preset {n} {self.preset:g} (paper rule): {acc(self.preset):.2f}%"]
-        v = self.val_choice()
+        v, o = self.val_choice(), self.oracle_choice()
         if v is not None:
             how = "" if self.prior_name == UNIFORM else f" (validation split re-weighted to {self.prior_name})"
+            if o is not None:
+                how = f" (validation split re-weighted to the estimate: {self.estimated.describe()})"
             out.append(f"val-chosen {n} {v:g}{how}: {acc(v):.2f}%")
+        if o is not None:
+            out.append(f"knowing the drawn set's prior, the validation split chooses {n} {o:g}: {acc(o):.2f}%")
         out.append(f"best overall accuracy: {100 * max(s['overall'] for s in sweep):.2f}% at {n} {best:g} "
                    "(for reading, chosen on test: not a result)")
         if self.method == "tde" and math.isfinite(self.rule_alpha):
@@ -297,8 +371,10 @@ class AlphaExplorer:
                                  label="val-chosen for the prior (validation split re-weighted)")
         self._best_mark, = s.plot([], [], "*", ms=13, color="gold", mec="black", clip_on=False,
                                   label="best on test for the prior, for reading, chosen on test")
-        for mark in (self._val_mark, self._best_mark):    # unclipped at the axis ends, and out of the layout
-            mark.set_in_layout(False)                     # (an empty unclipped line spans the figure's corner)
+        self._oracle_mark, = s.plot([], [], "D", ms=7, mfc="none", mec="black", mew=1.5, clip_on=False,
+                                    label="estimated: val-chosen knowing the true prior")
+        for mark in (self._val_mark, self._best_mark, self._oracle_mark):   # unclipped at the axis ends, and
+            mark.set_in_layout(False)           # out of the layout (an empty unclipped line spans the figure's corner)
         s.set(ylim=(max(0.0, 5 * math.floor(lo / 5) - 5), min(105.0, 5 * math.ceil(hi / 5) + 5)),
               ylabel="test accuracy %")
         self._set_strength_axis(s)
@@ -313,6 +389,11 @@ class AlphaExplorer:
         top = max(float(w.max()) for w in self.prior_weights.values())
         self._prior_line = a2.stairs(100 * self.prior[order], edges, color=PALETTE[3], ls="--", lw=1.4,
                                      label="test prior, % of images (right axis)")
+        est = self.estimated
+        self._est_line = a2.stairs(100 * (est.estimate if est is not None else self.prior)[order], edges,
+                                   color="black", ls=":", lw=1.4, label="estimated: the estimate (right axis)")
+        if est is not None:
+            top = max(top, float(est.estimate.max()))
         a2.set_ylim(0, 100 * top * 1.15)
         a2.set_ylabel("test prior %", fontsize=8)
         a2.tick_params(labelsize=7)
@@ -340,15 +421,19 @@ class AlphaExplorer:
         _class_ticks(d, names)
         # one legend for the panels, below them: in a panel's corner it covered the tallest bars (a tail
         # class's after a strong TDE). Made before the artists turn animated, so its keys are drawn.
-        fig.legend(handles=[self._curve, self._curve0, self._now, self._val_mark, self._best_mark, self._acc, acc0,
-                            self._prior_line, true_line], fontsize=7, loc="outside lower center", ncols=5)
+        keys = [self._curve, self._curve0, self._now, self._val_mark, self._best_mark, self._acc, acc0,
+                self._prior_line, true_line]
+        if est is not None:
+            keys += [self._oracle_mark, self._est_line]
+        fig.legend(handles=keys, fontsize=7, loc="outside lower center", ncols=5)
         for ax in (s, a, b, d):
             ax.grid(alpha=0.3, axis="y")
         s.grid(alpha=0.3, axis="x")
         self._title = fig.suptitle("logit adj. tau = 0.00, test prior backward50   (overall 00.0%, tau 0: 00.0%)")
         # drawn in this order over the background: the strength-0 outlines stay visible on top of the fills
-        self._animated = [self._curve0, self._curve, self._now, self._val_mark, self._best_mark, self._s_title,
-                          self._acc, acc0, self._prior_line, self._pred, pred0, true_line, *self._bars0, *self._bars,
+        self._animated = [self._curve0, self._curve, self._now, self._val_mark, self._best_mark, self._oracle_mark,
+                          self._s_title, self._acc, acc0, self._prior_line, self._est_line, self._pred, pred0,
+                          true_line, *self._bars0, *self._bars,
                           *self._bar_text, self._title]
         for art in self._animated:
             art.set_animated(True)
@@ -400,6 +485,7 @@ class AlphaExplorer:
         self._acc.set_data(100 * np.asarray(m["per_class"], dtype=float)[self.order])
         self._pred.set_data(np.asarray(m["pred_counts"])[self.order])
         self._prior_line.set_data(100 * self.prior[self.order])
+        self._est_line.set_visible(self.prior_name == ESTIMATED)      # the estimate over the drawn set's prior
         for bar0, bar, txt, v0, v in zip(self._bars0, self._bars, self._bar_text, self.split_values(base),
                                          self.split_values(m)):
             bar0.set_height(0 if v0 != v0 else v0)
@@ -415,8 +501,14 @@ class AlphaExplorer:
         self._val_mark.set_data([] if v is None else [v], [] if v is None else [at(v)])
         best, top = self.test_best()
         self._best_mark.set_data([best], [top])
+        o = self.oracle_choice()
+        self._oracle_mark.set_data([] if o is None else [o], [] if o is None else [at(o)])
         val = "no val split" if v is None else f"val {v:.2f}"
-        self._s_title.set_text(f"{self.prior_name}: {val}, best on test {best:.2f} (reading)")
+        if o is None:
+            self._s_title.set_text(f"{self.prior_name}: {val}, best on test {best:.2f} (reading)")
+        else:
+            self._s_title.set_text(f"{self.estimated.estimator.upper()} est. of {self.estimated.source}: {val}, "
+                                   f"true prior {o:.2f}; test best {best:.2f}")
         self._title.set_text(f"{self.methods[self.method].label} {n} = {alpha:.2f}, test prior {self.prior_name}   "
                              f"(overall {100 * m['overall']:.1f}%, {n} 0: {100 * base['overall']:.1f}%)")
         png = self._png()
@@ -504,6 +596,17 @@ class AlphaExplorer:
         prior.observe(redraw, names="value")
         selector.observe(on_method, names="value")
         self.slider, self.label, self.selector, self.prior_control = slider, label, selector, prior   # for tests
+
+
+def _drawn_estimate(cache: FeatureCache, val_cache: FeatureCache, source: str, estimator: str):
+    """The "estimated" entry's prior: one test set drawn to ``source``, its prior estimated by ``estimator``
+    from its images' head logits alone (``evaluation.adaptation``), calibrated on the validation split."""
+    from lt_kit.evaluation.adaptation import estimate_from_draw, estimators_from_logits
+    from lt_kit.methods import head_logits
+    est = estimators_from_logits(head_logits(cache), head_logits(val_cache), val_cache.labels.numpy(),
+                                 cache.train_counts, cache.class_names)
+    return estimate_from_draw(est, cache.labels.numpy(), source, estimator=estimator,
+                              class_names=cache.class_names)
 
 
 def _png_rgb(rgba: np.ndarray) -> bytes:

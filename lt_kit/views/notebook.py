@@ -34,7 +34,10 @@ EXPLORER_PARAMS: dict[str, tuple[type, str]] = {
     "alpha_max": (float, "right end of the TDE slider and sweep (the other methods use their own range)"),
     "sweep_step": (float, "strength spacing of the static sweep"),
     "test_prior": (str, "test label distribution: uniform, forward2..forward50, backward2..backward50 (LADE / SADE "
-                        "protocol)"),
+                        "protocol), or estimated (from a drawn test set's unlabelled images)"),
+    "estimate_from": (str, "the 'estimated' prior's drawn test set follows this prior (forward50 .. backward50)"),
+    "estimator": (str, "how the 'estimated' prior is read from the drawn images: em or bbse"),
+    "draws": (int, "sub-sampled test sets per prior in the 'prior unknown' table (0: skip that section)"),
 }
 DIRECTION_PARAMS: dict[str, tuple[type, str]] = {
     "run_dir": (str, "a run folder written by train.ipynb or `python -m lt_kit train`"),
@@ -178,9 +181,13 @@ def check_train_parameters(namespace: dict) -> TrainJob:
 
 def choices(name: str) -> list[str] | None:
     """The values a notebook parameter may take when they are a fixed list (None: any value of its type)."""
+    from lt_kit.views.plots import protocol_priors
     if name == "test_prior":
-        from lt_kit.views.plots import protocol_priors
+        return [*protocol_priors(), "estimated"]
+    if name == "estimate_from":
         return protocol_priors()
+    if name == "estimator":
+        return ["em", "bbse"]
     return None
 
 
