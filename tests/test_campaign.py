@@ -17,6 +17,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import campaign  # noqa: E402
 
 import lt_kit.training.fit as T  # noqa: E402
+from lt_kit.errors import LtKitError  # noqa: E402
 
 
 def _manifest(tmp_path: Path, rows: list[dict]) -> Path:
@@ -266,6 +267,48 @@ def test_a_recorded_row_keeps_its_weights_and_test_gives_its_metrics_again(tmp_p
         assert same(line["metrics"], want), args
         if line["method"] in ("crt", "lws") and recorded["methods"][line["method"]].get("val"):
             assert same(line["val"]["metrics"], recorded["methods"][line["method"]]["val"]["metrics"]), args
+
+
+def test_campaign_analysis_rescores_a_recorded_row_and_runs_every_table_on_it(tmp_path, capsys):
+    """bench/campaign_analysis.py on a recorded row with weights: the caches come back from evaluated.pt in a work
+    folder (the row's own folder is left as recorded), every recorded number is found identical, and the shift,
+    calibration, gap and adaptation tables and both figures are written; a row without weights is named as such
+    and refused when asked for; a changed number is found, with where and by how much."""
+    import campaign_analysis
+    from conftest import write_cifar
+    write_cifar(tmp_path / "data")
+    _campaign(tmp_path, [{"name": "cifar_s0", "params": "cifar10_lt_resnet32",
+                          "set": {"epochs": 2, "warmup_epochs": 1, "milestones": [1], "batch_size": 16,
+                                  "imbalance_ratio": 10, "seed": 0}}])
+    _run(tmp_path)
+    res = tmp_path / "res"
+    shutil.copytree(res / "runs" / "cifar_s0", res / "runs" / "old_s0", ignore=shutil.ignore_patterns("evaluated.pt"))
+    before = sorted(p.name for p in (res / "runs" / "cifar_s0").iterdir())
+    args = ["--data-root", str(tmp_path / "data"), "--results", str(res), "--work", str(tmp_path / "work"),
+            "--draws", "2"]
+    assert campaign_analysis.main(args) == 0
+    assert sorted(p.name for p in (res / "runs" / "cifar_s0").iterdir()) == before        # no cache written there
+    assert (tmp_path / "work" / "cifar_s0" / "features.pt").is_file()
+    out = json.loads((res / "analysis.json").read_text())
+    assert list(out["rows"]) == ["cifar_s0"]
+    row = out["rows"]["cifar_s0"]
+    assert row["rescore"]["identical"] and {"softmax", "tde", "methods"} <= set(row["rescore"]["compared"])
+    assert set(row["tde_prior_alpha"]) == set(row["shift"]["priors"]) and row["adaptation"]["draws"] == 2
+    md = (res / "analysis.md").read_text()
+    for part in ("identical: every recorded number came back bit for bit", "### Label shift", "### Calibration",
+                 "### Paired gaps against TDE at its rule", "### When the test prior is unknown",
+                 "metrics only (recorded before weights were kept, no caches to analyse): old_s0"):
+        assert part in md, part
+    assert "--data-root $CIFAR" in md and str(tmp_path / "data") not in md
+    for fig in ("label_shift", "adaptation"):
+        assert (res / "analysis" / "cifar_s0" / f"{fig}.png").read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(LtKitError, match="old_s0: no recorded run with weights"):
+        campaign_analysis.main([*args, "--rows", "old_s0"])
+    recorded = json.loads((res / "runs" / "cifar_s0" / "metrics.json").read_text())
+    again = json.loads(json.dumps(recorded))
+    again["tde"]["overall"] += 0.001
+    assert campaign_analysis.differences(recorded, again) == [("tde.overall", pytest.approx(0.001))]
+    assert campaign_analysis.differences(recorded, recorded) == []
 
 
 def test_speed_takes_200_epoch_seconds_from_recorded_rows(tmp_path):

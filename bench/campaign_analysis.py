@@ -1,0 +1,158 @@
+"""The analysis a researcher needs to trust a gap, on the 200-epoch campaign's recorded rows that keep their
+weights (``bench/results/campaign_e200/runs/<row>/evaluated.pt``): for each one,
+
+1. **re-score**: the run dir is copied to a work folder (never into the repository), its feature caches are
+   rebuilt from ``evaluated.pt`` and the data (``--data-root``), and ``metrics.json`` is recomputed
+   (``evaluation.summary.summary``, what ``fit`` wrote) and compared with the recorded one, value by value:
+   "identical" when every number is bit for bit the same, else the largest difference and where;
+2. **label shift**: ``shift_table`` over every protocol prior (each method at its rule, its validation choice and
+   its prior-aware choice, logit adjustment's oracle), and how far TDE's prior-aware alpha moves;
+3. **calibration**: ``calibration_table`` (15-bin ECE, NLL, before and after a validation-fitted temperature);
+4. **paired gaps**: ``paired_gaps`` against TDE at its rule (10,000 paired-bootstrap resamples, McNemar's exact p);
+5. **the unknown prior**: ``adaptation_table`` (EM and BBSE on ``--draws`` drawn test sets per prior).
+
+Rows without weights (recorded before ``evaluated.pt`` was kept) are listed as such: they have no caches, so
+none of this can be run on them. Writes ``analysis.json`` and ``analysis.md`` (the tables as the CLI prints
+them) to ``--out`` and the label-shift and adaptation figures to ``--out``/analysis/; prints progress to stderr.
+
+    python bench/campaign_analysis.py --data-root $CIFAR [--rows r100_causal_norm_s2] [--draws 10]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import CpuLoad, contention_note, machine_info, machine_lines, write_results  # noqa: E402
+
+from lt_kit.errors import LtKitError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "campaign_e200"
+SKIP = {"seconds", "epochs_trained", "best_epoch", "world_size", "loss"}      # fit's bookkeeping, not scores
+
+
+def differences(recorded, again, path: str = "") -> list[tuple[str, float]]:
+    """(path, |difference|) of every number that differs between ``recorded`` and ``again`` (NaN equals NaN;
+    a value that is not a number and differs counts as inf); keys only one side has are not compared."""
+    if isinstance(recorded, dict) and isinstance(again, dict):
+        return [d for k in recorded if k in again and k not in SKIP
+                for d in differences(recorded[k], again[k], f"{path}.{k}" if path else k)]
+    if isinstance(recorded, list) and isinstance(again, list) and len(recorded) == len(again):
+        return [d for i, (x, y) in enumerate(zip(recorded, again)) for d in differences(x, y, f"{path}[{i}]")]
+    if isinstance(recorded, (int, float)) and isinstance(again, (int, float)) and not isinstance(recorded, bool):
+        if recorded == again or (math.isnan(recorded) and math.isnan(again)):
+            return []
+        return [(path, abs(float(recorded) - float(again)))]
+    return [] if recorded == again else [(path, math.inf)]
+
+
+def rescore(results: Path, row: str, work: Path, data_root: str) -> tuple[dict, dict, dict]:
+    """Copy the recorded row to ``work/row`` (kept: the caches are built once), rebuild its caches from
+    ``evaluated.pt`` and compare the recomputed metrics with the recorded ones. Returns (params, caches, check)."""
+    from lt_kit.evaluation.summary import summary
+    from lt_kit.training.score import run_caches
+    src, dst = results / "runs" / row, work / row
+    if not dst.is_dir():
+        shutil.copytree(src, dst)
+    t = time.perf_counter()
+    params, caches = run_caches(dst, data_root=data_root)
+    built = time.perf_counter() - t
+    again = json.loads(json.dumps(summary(caches["test"], params["alpha"], caches["val"], caches["train"], params)))
+    recorded = json.loads((src / "metrics.json").read_text())
+    diff = differences(recorded, again)
+    worst = max(diff, key=lambda d: d[1]) if diff else None
+    check = {"identical": not diff, "numbers_differing": len(diff), "largest": worst,
+             "cache_seconds": round(built, 1), "compared": sorted(k for k in recorded if k in again and k not in SKIP)}
+    return params, caches, check
+
+
+def tde_alpha_moves(shift: dict) -> dict | None:
+    """TDE's prior-aware alpha (validation split re-weighted) at each prior: where it goes, backward50 .. forward50."""
+    row = next((r for r in shift["rows"] if r["evaluation"] == "tde/prior" and r["cells"]), None)
+    return None if row is None else {p: c["strength"] for p, c in row["cells"].items()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-root", required=True, help="where CIFAR-10 lies (torchvision's layout)")
+    ap.add_argument("--rows", nargs="+", help="recorded rows (default: every one that keeps its weights)")
+    ap.add_argument("--work", default=str(Path.home() / ".cache" / "lt_kit" / "campaign_analysis"),
+                    help="where the rows are copied and their caches built (not the repository)")
+    ap.add_argument("--draws", type=int, default=10, help="drawn test sets per prior for the adaptation table")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: as the campaign trained)")
+    ap.add_argument("--results", default=str(RESULTS), help="the campaign's results folder (its runs/<row>)")
+    ap.add_argument("--out", help="where analysis.md / .json and the figures go (default: --results)")
+    ap.add_argument("--note", default="", help="load note for the markdown")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from lt_kit.evaluation.adaptation import adaptation_table, format_adaptation
+    from lt_kit.evaluation.analysis import analyse, calibration_table, paired_gaps, shift_table
+    from lt_kit.evaluation.analysis_text import format_calibration, format_gaps, format_shift
+    from lt_kit.views.adaptation import adaptation_figure
+    from lt_kit.views.plots import prior_figure, protocol_priors, save_figure
+    results_dir = Path(args.results)
+    recorded = sorted(p.name for p in (results_dir / "runs").iterdir() if p.is_dir())
+    weighted = [r for r in recorded if (results_dir / "runs" / r / "evaluated.pt").is_file()]
+    rows = args.rows or weighted
+    for r in rows:
+        if r not in weighted:
+            raise LtKitError(f"{r}: no recorded run with weights (rows with evaluated.pt: {', '.join(weighted)})")
+    work, out = Path(args.work), Path(args.out or args.results)
+    work.mkdir(parents=True, exist_ok=True)
+    results, md = {}, []
+    with CpuLoad() as load:
+        for row in rows:
+            print(f"{row}: re-scoring from evaluated.pt", file=sys.stderr, flush=True)
+            params, caches, check = rescore(results_dir, row, work, args.data_root)
+            print(f"{row}: {check}", file=sys.stderr, flush=True)
+            t = time.perf_counter()
+            a = analyse(params, caches)
+            shift = shift_table(a, protocol_priors())
+            cal = calibration_table(a)
+            gaps = paired_gaps(a, "tde")
+            adapt = adaptation_table(a, None, draws=args.draws)
+            seconds = round(time.perf_counter() - t, 1)
+            figs = out / "analysis" / row
+            save_figure(prior_figure(shift), figs / "label_shift.png")
+            save_figure(adaptation_figure(adapt), figs / "adaptation.png")
+            results[row] = {"rescore": check, "shift": shift, "calibration": cal, "gaps": gaps, "adaptation": adapt,
+                            "tde_prior_alpha": tde_alpha_moves(shift), "analysis_seconds": seconds}
+            same = ("identical: every recorded number came back bit for bit" if check["identical"] else
+                    f"{check['numbers_differing']} numbers differ, the largest by {check['largest'][1]:.3g} at "
+                    f"`{check['largest'][0]}`")
+            md += [f"## {row}", "",
+                   f"Re-scored from `evaluated.pt` (caches rebuilt in {check['cache_seconds']} s): {same} "
+                   f"(compared: {', '.join(check['compared'])}). The tables below took {seconds} s.", "",
+                   "### Label shift", "", "```", format_shift(shift), "```", "",
+                   "### Calibration", "", "```", format_calibration(cal), "```", "",
+                   "### Paired gaps against TDE at its rule", "", "```", format_gaps(gaps), "```", "",
+                   "### When the test prior is unknown", "", "```", format_adaptation(adapt), "```", "",
+                   f"Figures: `analysis/{row}/label_shift.png`, `analysis/{row}/adaptation.png`.", ""]
+    given = sys.argv[1:] if argv is None else argv      # the data's place on this machine is no part of it
+    command = shlex.join(["python", "bench/campaign_analysis.py", *[("CIFAR" if a == args.data_root else a)
+                                                                     for a in given]]).replace("CIFAR", "$CIFAR")
+    info = machine_info(torch.device("cpu"))
+    head = ["# The 200-epoch campaign's rows, analysed from their weights", "",
+            "Every number here comes from a recorded row's `evaluated.pt` and the CIFAR-10 test set: the caches are "
+            "rebuilt, the recorded metrics checked against them, then the label-shift, calibration, paired-gap and "
+            "unknown-prior tables run on them (`bench/campaign_analysis.py`).", "",
+            *machine_lines(info, contention_note(load.others_cores, args.note)), f"- Command: `{command}`",
+            f"- Rows with weights: {', '.join(weighted) or 'none'}; metrics only (recorded before weights were "
+            f"kept, no caches to analyse): {', '.join(r for r in recorded if r not in weighted) or 'none'}", ""]
+    for path in write_results(out, "analysis", {"machine": info, "command": command, "rows": results},
+                              "\n".join(head + md)):
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
