@@ -9,7 +9,10 @@ Timed per repeat, each on a fresh ``Analysis`` (nothing kept from the repeat bef
       fitted on the validation split per evaluation;
   gaps (for reading): ``paired_gaps(a, "tde")`` with 10,000 resamples;
   adapt (``--adapt``): ``adaptation_table(a)`` (``python -m lt_kit adapt``'s table, ``evaluation/adaptation.py``):
-      the five default priors x 10 sub-sampled test sets, EM and BBSE on each, every method adapted.
+      the five default priors x 10 sub-sampled test sets, EM and BBSE on each, every method adapted;
+  explorer (``--explorer``): the live explorer on the same caches (``views.explorer.AlphaExplorer.benchmark``):
+      median and worst of 20 strength moves and of 20 test-prior changes (along the control, "estimated"
+      included), each the maths, the redraw and the PNG; goal: a prior change under 50 ms (median).
 
 The caches: ``--run-dir`` (loaded, or rebuilt from ``evaluated.pt``, once, before timing); by default a made run:
 synthetic caches shaped like a CIFAR-10-LT (ratio 100) ResNet-32 causal-norm run with a 50-per-class validation
@@ -19,7 +22,7 @@ run is (500 test images).
 
 Prints progress to stderr and one JSON line to stdout last.
 
-    python bench/shift.py [--run-dir RUN | --smoke] [--adapt] [--repeat 5] [--out bench/results]
+    python bench/shift.py [--run-dir RUN | --smoke] [--adapt] [--explorer] [--repeat 5] [--out bench/results]
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ from lt_kit.evaluation.analysis import analyse, calibration_table, paired_gaps, 
 from lt_kit.evaluation.features import FeatureCache  # noqa: E402
 
 GOAL_S = 2.0
+REDRAW_GOAL_MS = 50.0
 
 
 def made_caches(dim: int = 128, classes: int = 10, ratio: float = 100.0, val_per_class: int = 50,
@@ -70,6 +74,16 @@ def made_caches(dim: int = 128, classes: int = 10, ratio: float = 100.0, val_per
     return params, caches
 
 
+def explorer_bench(params: dict, caches: dict) -> dict:
+    """``AlphaExplorer.benchmark(20)`` on the caches (the figure built first, not timed), with its priors."""
+    from lt_kit.views.explorer import AlphaExplorer
+    ex = AlphaExplorer(caches["test"], preset_alpha=params["alpha"], val_cache=caches["val"],
+                       train_cache=caches["train"], params=params)
+    ex.render()
+    b = ex.benchmark(20)
+    return {**b, "priors": list(ex.priors), "meets_goal": b["prior_median_ms"] < REDRAW_GOAL_MS}
+
+
 def smoke_run(folder: Path) -> Path:
     from lt_kit.config import load_params_file
     from lt_kit.training.fit import fit
@@ -85,6 +99,8 @@ def main(argv=None) -> dict:
     p.add_argument("--smoke", action="store_true", help="train params/smoke.yaml in a temporary folder and time it")
     p.add_argument("--adapt", action="store_true", help="also time adaptation_table (lt_kit adapt: the default "
                    "priors x 10 draws)")
+    p.add_argument("--explorer", action="store_true", help="also time the explorer's strength moves and test-prior "
+                   "changes on the same caches (median of 20 each)")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", help="write shift.json and shift.md into this folder")
@@ -118,13 +134,14 @@ def main(argv=None) -> dict:
                     times[key].append(time.perf_counter() - t)
                 print(f"repeat {i + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items()),
                       file=sys.stderr, flush=True)
+            redraw = explorer_bench(params, caches) if args.explorer else None
     sec = {k: round(median(v), 4) for k, v in times.items()}
     tables = round(sec["shift"] + sec["calibration"], 4)
     res = {"what": what, "images": sizes, "classes": int(caches["test"].weight.shape[0]),
            "evaluations": len(a.evaluations), "priors": len(shift_table(a, ["all"])["priors"]),
            "seconds": sec, "shift_and_calibration_s": tables, "with_build_s": round(tables + sec["build"], 4),
            "goal_s": GOAL_S, "meets_goal": tables < GOAL_S, "repeat": args.repeat, "threads": args.threads,
-           "others_cores": load.others_cores}
+           "others_cores": load.others_cores, **({"explorer": redraw} if redraw else {})}
     if args.out:
         command = shlex.join(["python", "bench/shift.py", *(sys.argv[1:] if argv is None else argv)])
         info = machine_info(torch.device("cpu"))
@@ -141,7 +158,13 @@ def main(argv=None) -> dict:
             f"| shift + calibration (goal < {GOAL_S:g} s) | {tables:.3f} |",
             f"| `paired_gaps(a, 'tde')`, 10,000 resamples (for reading) | {sec['gaps']:.3f} |",
             *([f"| `adaptation_table(a)`: 5 priors x 10 draws, EM + BBSE, every method adapted | "
-               f"{sec['adapt']:.3f} |"] if args.adapt else [])])
+               f"{sec['adapt']:.3f} |"] if args.adapt else []),
+            *(["", f"The explorer on these caches (`AlphaExplorer.benchmark(20)`, {len(redraw['priors'])} entries on "
+               "the prior control): each update is the maths, the redraw and the PNG.", "",
+               "| update | median ms | worst ms | median CPU ms |", "|---|---:|---:|---:|",
+               f"| strength move | {redraw['median_ms']} | {redraw['max_ms']} | {redraw['median_cpu_ms']} |",
+               f"| test-prior change (goal < {REDRAW_GOAL_MS:g} ms) | {redraw['prior_median_ms']} | "
+               f"{redraw['prior_max_ms']} | {redraw['prior_median_cpu_ms']} |"] if redraw else [])])
         for path in write_results(args.out, "shift", {**res, "machine": info, "command": command}, md):
             print(f"wrote {path}", file=sys.stderr)
     print(json.dumps(res))
