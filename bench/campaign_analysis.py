@@ -11,6 +11,11 @@ weights (``bench/results/campaign_e200/runs/<row>/evaluated.pt``): for each one,
 4. **paired gaps**: ``paired_gaps`` against TDE at its rule (10,000 paired-bootstrap resamples, McNemar's exact p);
 5. **the unknown prior**: ``adaptation_table`` (EM and BBSE on ``--draws`` drawn test sets per prior).
 
+Across each seed group (rows alike but for the seed: dataset, ratio, head, loss, precision, epochs), every
+recorded row counts, weights or not: each evaluation's overall accuracy minus the reference's (TDE at its rule on a
+causal-norm head, else logit adjustment at its rule) from the recorded ``metrics.json``, seed by seed, with mean ±
+sample sd and whether its sign holds in every seed (``maths.paired.seed_gaps``).
+
 Rows without weights (recorded before ``evaluated.pt`` was kept) are listed as such: they have no caches, so
 none of this can be run on them. Writes ``analysis.json`` and ``analysis.md`` (the tables as the CLI prints
 them) to ``--out`` and the label-shift and adaptation figures to ``--out``/analysis/; prints progress to stderr.
@@ -75,6 +80,53 @@ def rescore(results: Path, row: str, work: Path, data_root: str) -> tuple[dict, 
     return params, caches, check
 
 
+def recorded_overall(metrics: dict) -> dict[str, float]:
+    """Overall accuracy of every evaluation a recorded ``metrics.json`` holds, under the analysis' names
+    (``softmax``, ``tde``, ``tde/val``, ``logit_adjust/rule``, ``crt/val`` ...)."""
+    from lt_kit.evaluation.summary import rule_metrics
+    out = {"softmax": metrics["softmax"]["overall"]}
+    if metrics.get("tde"):
+        out["tde"] = metrics["tde"]["overall"]
+    for name, e in metrics["methods"].items():
+        if "rule" in e and name != "tde":
+            rule = e["rule"]["metrics"] if e.get("kind") == "two-stage" else rule_metrics(metrics, name)
+            out[f"{name}/rule"] = rule["overall"]
+        if e.get("val"):
+            out[f"{name}/val"] = e["val"]["metrics"]["overall"]
+    return out
+
+
+GROUP_KEYS = ("dataset", "imbalance_ratio", "head", "loss", "bf16", "epochs", "val_per_class")
+
+
+def seed_groups(results: Path, rows: list[str]) -> list[dict]:
+    """The recorded rows grouped by everything but the seed (``GROUP_KEYS``), groups of two seeds or more, each
+    with every evaluation's per-seed gap to the group's reference (``maths.paired.seed_gaps``)."""
+    import yaml
+
+    from lt_kit.maths.paired import seed_gaps
+    groups: dict[tuple, list] = {}
+    for row in rows:
+        run = results / "runs" / row
+        params = yaml.safe_load((run / "params.yaml").read_text())
+        key = tuple(params.get(k) for k in GROUP_KEYS)
+        groups.setdefault(key, []).append((params["seed"], row, recorded_overall(
+            json.loads((run / "metrics.json").read_text()))))
+    out = []
+    for key, members in groups.items():
+        if len(members) < 2:
+            continue
+        members.sort()
+        reference = "tde" if all("tde" in m[2] for m in members) else "logit_adjust/rule"
+        names = list(dict.fromkeys(n for m in members for n in m[2]))
+        gaps = [{"evaluation": n, **seed_gaps([m[2][n] - m[2][reference] for m in members if n in m[2]]),
+                 "why": None} for n in names if n != reference]
+        out.append({"group": dict(zip(GROUP_KEYS, key)), "rows": [m[1] for m in members],
+                    "seeds": [m[0] for m in members], "reference": reference,
+                    "reference_overall": [m[2][reference] for m in members], "gaps": gaps})
+    return out
+
+
 def tde_alpha_moves(shift: dict) -> dict | None:
     """TDE's prior-aware alpha (validation split re-weighted) at each prior: where it goes, backward50 .. forward50."""
     row = next((r for r in shift["rows"] if r["evaluation"] == "tde/prior" and r["cells"]), None)
@@ -96,7 +148,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from lt_kit.evaluation.adaptation import adaptation_table, format_adaptation
     from lt_kit.evaluation.analysis import analyse, calibration_table, paired_gaps, shift_table
-    from lt_kit.evaluation.analysis_text import format_calibration, format_gaps, format_shift
+    from lt_kit.evaluation.analysis_text import format_calibration, format_gaps, format_seed_gaps, format_shift
     from lt_kit.views.adaptation import adaptation_figure
     from lt_kit.views.plots import prior_figure, protocol_priors, save_figure
     results_dir = Path(args.results)
@@ -138,6 +190,19 @@ def main(argv=None) -> int:
                    "### When the test prior is unknown", "", "```", format_adaptation(adapt), "```", "",
                    f"Figures: `analysis/{row}/label_shift.png`, `analysis/{row}/adaptation.png`.", ""]
     given = sys.argv[1:] if argv is None else argv      # the data's place on this machine is no part of it
+    groups = seed_groups(results_dir, recorded)
+    md += ["## Over the seeds, from the recorded metrics", "",
+           "Every recorded row, weights or not. Gap = the evaluation's overall accuracy minus the reference's on the "
+           "same checkpoint, seed by seed (points); the paired intervals above need a row's caches, so they exist "
+           "only for rows that keep their weights.", ""]
+    for g in groups:
+        gr = g["group"]
+        ref = ", ".join(f"{100 * v:.2f}" for v in g["reference_overall"])
+        md += [f"### {gr['dataset']} ratio {gr['imbalance_ratio']:g}, {gr['head']} head, loss {gr['loss']}, "
+               f"{'bf16' if gr['bf16'] else 'float32'}, {gr['epochs']} epochs: seeds "
+               f"{', '.join(map(str, g['seeds']))}", "",
+               f"Rows {', '.join(g['rows'])}; the reference {g['reference']} scored {ref} %.", "",
+               "```", format_seed_gaps(g["gaps"], g["reference"]), "```", ""]
     command = shlex.join(["python", "bench/campaign_analysis.py", *[("CIFAR" if a == args.data_root else a)
                                                                      for a in given]]).replace("CIFAR", "$CIFAR")
     info = machine_info(torch.device("cpu"))
@@ -148,7 +213,8 @@ def main(argv=None) -> int:
             *machine_lines(info, contention_note(load.others_cores, args.note)), f"- Command: `{command}`",
             f"- Rows with weights: {', '.join(weighted) or 'none'}; metrics only (recorded before weights were "
             f"kept, no caches to analyse): {', '.join(r for r in recorded if r not in weighted) or 'none'}", ""]
-    for path in write_results(out, "analysis", {"machine": info, "command": command, "rows": results},
+    for path in write_results(out, "analysis", {"machine": info, "command": command, "rows": results,
+                                                "seed_groups": groups},
                               "\n".join(head + md)):
         print(f"wrote {path}", file=sys.stderr)
     return 0

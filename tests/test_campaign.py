@@ -273,16 +273,17 @@ def test_campaign_analysis_rescores_a_recorded_row_and_runs_every_table_on_it(tm
     """bench/campaign_analysis.py on a recorded row with weights: the caches come back from evaluated.pt in a work
     folder (the row's own folder is left as recorded), every recorded number is found identical, and the shift,
     calibration, gap and adaptation tables and both figures are written; a row without weights is named as such
-    and refused when asked for; a changed number is found, with where and by how much."""
+    and refused when asked for, and counts in its seed group's gaps (from the recorded metrics); a changed number
+    is found, with where and by how much."""
     import campaign_analysis
     from conftest import write_cifar
     write_cifar(tmp_path / "data")
-    _campaign(tmp_path, [{"name": "cifar_s0", "params": "cifar10_lt_resnet32",
-                          "set": {"epochs": 2, "warmup_epochs": 1, "milestones": [1], "batch_size": 16,
-                                  "imbalance_ratio": 10, "seed": 0}}])
+    short = {"epochs": 2, "warmup_epochs": 1, "milestones": [1], "batch_size": 16, "imbalance_ratio": 10}
+    _campaign(tmp_path, [{"name": f"cifar_s{s}", "params": "cifar10_lt_resnet32", "set": {**short, "seed": s}}
+                         for s in (0, 1)])
     _run(tmp_path)
     res = tmp_path / "res"
-    shutil.copytree(res / "runs" / "cifar_s0", res / "runs" / "old_s0", ignore=shutil.ignore_patterns("evaluated.pt"))
+    (res / "runs" / "cifar_s1" / "evaluated.pt").unlink()          # as a row recorded before weights were kept
     before = sorted(p.name for p in (res / "runs" / "cifar_s0").iterdir())
     args = ["--data-root", str(tmp_path / "data"), "--results", str(res), "--work", str(tmp_path / "work"),
             "--draws", "2"]
@@ -297,13 +298,22 @@ def test_campaign_analysis_rescores_a_recorded_row_and_runs_every_table_on_it(tm
     md = (res / "analysis.md").read_text()
     for part in ("identical: every recorded number came back bit for bit", "### Label shift", "### Calibration",
                  "### Paired gaps against TDE at its rule", "### When the test prior is unknown",
-                 "metrics only (recorded before weights were kept, no caches to analyse): old_s0"):
+                 "metrics only (recorded before weights were kept, no caches to analyse): cifar_s1",
+                 "## Over the seeds, from the recorded metrics", "over seeds, against tde:"):
         assert part in md, part
     assert "--data-root $CIFAR" in md and str(tmp_path / "data") not in md
     for fig in ("label_shift", "adaptation"):
         assert (res / "analysis" / "cifar_s0" / f"{fig}.png").read_bytes().startswith(b"\x89PNG")
-    with pytest.raises(LtKitError, match="old_s0: no recorded run with weights"):
-        campaign_analysis.main([*args, "--rows", "old_s0"])
+    with pytest.raises(LtKitError, match="cifar_s1: no recorded run with weights"):
+        campaign_analysis.main([*args, "--rows", "cifar_s1"])
+    (group,) = out["seed_groups"]
+    assert group["rows"] == ["cifar_s0", "cifar_s1"] and group["seeds"] == [0, 1] and group["reference"] == "tde"
+    overall = [campaign_analysis.recorded_overall(json.loads((res / "runs" / r / "metrics.json").read_text()))
+               for r in group["rows"]]
+    gaps = {g["evaluation"]: g for g in group["gaps"]}
+    assert set(gaps) == set(overall[0]) - {"tde"} and {"softmax", "logit_adjust/rule", "crt/val"} <= set(gaps)
+    for name, g in gaps.items():                                    # each seed's overall minus TDE's, in points
+        assert g["gaps"] == pytest.approx([o[name] - o["tde"] for o in overall]) and g["n"] == 2, name
     recorded = json.loads((res / "runs" / "cifar_s0" / "metrics.json").read_text())
     again = json.loads(json.dumps(recorded))
     again["tde"]["overall"] += 0.001
