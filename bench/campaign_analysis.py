@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     from lt_kit.evaluation.analysis import analyse, calibration_table, paired_gaps, shift_table
     from lt_kit.evaluation.analysis_text import format_calibration, format_gaps, format_seed_gaps, format_shift
     from lt_kit.views.adaptation import adaptation_figure
-    from lt_kit.views.plots import prior_figure, protocol_priors, save_figure
+    from lt_kit.views.plots import prior_figure, protocol_priors, reliability_figure, save_figure
     results_dir = Path(args.results)
     recorded = sorted(p.name for p in (results_dir / "runs").iterdir() if p.is_dir())
     weighted = [r for r in recorded if (results_dir / "runs" / r / "evaluated.pt").is_file()]
@@ -176,6 +176,7 @@ def main(argv=None) -> int:
             figs = out / "analysis" / row
             save_figure(prior_figure(shift), figs / "label_shift.png")
             save_figure(adaptation_figure(adapt), figs / "adaptation.png")
+            save_figure(reliability_figure(cal), figs / "reliability.png")
             results[row] = {"rescore": check, "shift": shift, "calibration": cal, "gaps": gaps, "adaptation": adapt,
                             "tde_prior_alpha": tde_alpha_moves(shift), "analysis_seconds": seconds}
             same = ("identical: every recorded number came back bit for bit" if check["identical"] else
@@ -188,7 +189,8 @@ def main(argv=None) -> int:
                    "### Calibration", "", "```", format_calibration(cal), "```", "",
                    "### Paired gaps against TDE at its rule", "", "```", format_gaps(gaps), "```", "",
                    "### When the test prior is unknown", "", "```", format_adaptation(adapt), "```", "",
-                   f"Figures: `analysis/{row}/label_shift.png`, `analysis/{row}/adaptation.png`.", ""]
+                   f"Figures: `analysis/{row}/label_shift.png`, `analysis/{row}/adaptation.png`, "
+                   f"`analysis/{row}/reliability.png`.", ""]
     given = sys.argv[1:] if argv is None else argv      # the data's place on this machine is no part of it
     groups = seed_groups(results_dir, recorded)
     md += ["## Over the seeds, from the recorded metrics", "",

@@ -180,6 +180,8 @@ def _analysis_parsers(sub) -> None:
     sh.add_argument("--weights", metavar="W1,W2,...", help="a prior of your own: one positive weight per class")
     ca = sub.add_parser("calibration", help="a run's ECE, NLL and reliability, before and after a validation "
                         "temperature, overall and many / medium / few")
+    ca.add_argument("--figure", metavar="PNG", help="also save the reliability diagrams (one panel per evaluation, "
+                    "before and after the temperature) to this file")
     gp = sub.add_parser("gap", help="every evaluation's paired accuracy gap to one: bootstrap interval, McNemar p")
     gp.add_argument("--against", default="tde", metavar="EVALUATION", help="the reference (default: tde; any "
                     "evaluation such as softmax, logit_adjust/val, crt/rule)")

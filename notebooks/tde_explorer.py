@@ -44,11 +44,12 @@ draws: int = 10  # sub-sampled test sets per prior in the 'prior unknown' table 
 
 # %%
 from lt_kit.evaluation.adaptation import format_adaptation
-from lt_kit.evaluation.analysis_text import format_shift
+from lt_kit.evaluation.analysis import calibration_table
+from lt_kit.evaluation.analysis_text import format_calibration, format_shift
 from lt_kit.views.adaptation import adaptation_figure
 from lt_kit.views.explorer import AlphaExplorer
 from lt_kit.views.notebook import EXPLORER_PARAMS, check_parameters, save_and_show
-from lt_kit.views.plots import prior_figure
+from lt_kit.views.plots import prior_figure, reliability_figure
 from lt_kit.views.posthoc import comparison_figure, comparison_table, method_curves
 
 p = check_parameters(globals(), EXPLORER_PARAMS)  # stops here on an unknown, ill-typed or invalid parameter
@@ -102,6 +103,18 @@ save_and_show({explorer.figure_name("sweep"): explorer.sweep_figure(sweep)}, exp
 table = explorer.shift_table()  # every method under every protocol prior (lt_kit.evaluation.analysis)
 print(format_shift(table))
 save_and_show({"label_shift": prior_figure(table, mark=explorer.prior_name)}, explorer.run_dir / "figures")
+
+# %% [markdown]
+# ## Calibration
+# Can each method's probabilities (the softmax of its logits) be trusted? Per evaluation: accuracy, ECE (15
+# equal-width confidence bins) and NLL on the test set, as they are and after a temperature fitted on the
+# validation split (T changes no prediction), overall and per many / medium / few; then the reliability
+# diagrams (accuracy per confidence bin against the diagonal of a calibrated model).
+
+# %%
+calibration = calibration_table(explorer.analysis())  # lt_kit.evaluation.analysis: every evaluation at once
+print(format_calibration(calibration))
+save_and_show({"reliability": reliability_figure(calibration)}, explorer.run_dir / "figures")
 
 # %% [markdown]
 # ## When the test prior is unknown

@@ -83,6 +83,32 @@ def test_calibration_table_of_a_run_with_a_validation_split(smoke_val_run):
     assert len(set(temps.values())) > 1                  # one per method and strength
 
 
+def test_reliability_figure_draws_each_evaluation_before_and_after_its_temperature(smoke_val_run, tmp_path, capsys):
+    """One panel per evaluation: a filled bar per non-empty confidence bin at its accuracy as it is, an outlined
+    bar at its accuracy after T, the diagonal; the title gives ECE before -> after and T. The CLI saves it."""
+    from lt_kit.views.plots import reliability_figure
+    table = calibration_table(run_analysis(smoke_val_run))
+    fig = reliability_figure(table)
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(shown) == len(table["rows"])
+    for ax, r in zip(shown, table["rows"]):
+        raw = r["raw"]["overall"]
+        assert ax.get_title().startswith(f"{r['evaluation']}\nECE {100 * raw['ece']:.1f} -> "
+                                         f"{100 * r['scaled']['overall']['ece']:.1f} (T ")
+        for key, container in zip(("raw", "scaled"), ax.containers):
+            rel = r[key]["overall"]["reliability"]
+            want = [100 * a for a, k in zip(rel["accuracy"], rel["count"]) if k]      # empty bins: no bar
+            assert [b.get_height() for b in container] == pytest.approx(want), (r["evaluation"], key)
+    few = reliability_figure(table, ["softmax", "tde"])
+    assert [ax.get_title().split("\n")[0] for ax in few.axes if ax.get_visible()] == ["softmax", "tde"]
+    with pytest.raises(ValueError, match="no evaluation"):
+        reliability_figure(table, ["nothing"])
+    from lt_kit.cli import main
+    assert main(["calibration", "--run-dir", str(smoke_val_run), "--figure", str(tmp_path / "rel.png")]) == 0
+    assert capsys.readouterr().out.rstrip().endswith(f"figure: {tmp_path / 'rel.png'}")
+    assert (tmp_path / "rel.png").read_bytes().startswith(b"\x89PNG")
+
+
 def test_calibration_without_validation_split(smoke_run, capsys):
     table = calibration_table(run_analysis(smoke_run))
     rows = {r["evaluation"]: r for r in table["rows"]}

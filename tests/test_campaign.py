@@ -302,7 +302,7 @@ def test_campaign_analysis_rescores_a_recorded_row_and_runs_every_table_on_it(tm
                  "## Over the seeds, from the recorded metrics", "over seeds, against tde:"):
         assert part in md, part
     assert "--data-root $CIFAR" in md and str(tmp_path / "data") not in md
-    for fig in ("label_shift", "adaptation"):
+    for fig in ("label_shift", "adaptation", "reliability"):
         assert (res / "analysis" / "cifar_s0" / f"{fig}.png").read_bytes().startswith(b"\x89PNG")
     with pytest.raises(LtKitError, match="cifar_s1: no recorded run with weights"):
         campaign_analysis.main([*args, "--rows", "cifar_s1"])

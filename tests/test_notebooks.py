@@ -342,10 +342,13 @@ def test_explorer_notebook(trained, tmp_path, kernel):
     assert "De-confound-TDE (a=1)" in text and "De-confound + logit adj. (tau=1)" in text      # the methods table
     assert text.count("for reading, chosen on test") >= 3      # test-chosen rows are labelled, never results
     assert "'prior_median_ms'" in text and "logit_adjust/oracle" in text      # prior changes timed; the shift table
-    for fig in ("methods", "tde_sweep", "label_shift", "tde_panel"):
+    for fig in ("methods", "tde_sweep", "label_shift", "reliability", "tde_panel"):
         assert (run / "figures" / f"{fig}.png").read_bytes().startswith(b"\x89PNG")
+    # without a validation split: ECE as it is, no temperature; the "prior unknown" section says why it is skipped
+    assert "no validation split in this run, so no temperature was fitted" in text
+    assert "skipped: the run has no validation split" in text and not (run / "figures" / "adaptation.png").exists()
     # static figures are real image outputs (they render without a widget front end)
-    assert sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])) == 4
+    assert sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])) == 5
 
 
 @pytest.fixture
@@ -370,7 +373,8 @@ def test_explorer_notebook_under_a_test_prior(val_run_copy, tmp_path, kernel):
     assert "the control's last entry, estimated: EM from " in text                             # describe()
     # the prior unknown: 10 draws per protocol prior, EM / BBSE / oracle columns, the figure beside the others
     assert "10 draws per prior from the" in text and "oracle" in text and "tde/prior" in text
-    for fig in ("methods", "tde_sweep_forward50", "label_shift", "tde_panel_forward50", "adaptation"):
+    assert "ECE@T" in text                                                                      # calibration
+    for fig in ("methods", "tde_sweep_forward50", "label_shift", "tde_panel_forward50", "adaptation", "reliability"):
         assert (run / "figures" / f"{fig}.png").read_bytes().startswith(b"\x89PNG"), fig
 
 

@@ -36,7 +36,11 @@ def analysis_command(args) -> int:
         weights = parse_weights(args.weights) if args.weights else None
         print(format_shift(shift_table(run_analysis(args.run_dir, **where), args.prior, weights)))
     elif args.cmd == "calibration":
-        print(format_calibration(calibration_table(run_analysis(args.run_dir, **where))))
+        table = calibration_table(run_analysis(args.run_dir, **where))
+        print(format_calibration(table))
+        if args.figure:
+            from lt_kit.views.plots import reliability_figure, save_figure
+            print(f"figure: {save_figure(reliability_figure(table), args.figure)}")
     else:
         run_dirs = list(dict.fromkeys(args.run_dir))
         if len(run_dirs) > 1:

@@ -224,6 +224,46 @@ def prior_figure(table: dict, *, mark: str | None = None) -> Figure:
     return fig
 
 
+def reliability_figure(table: dict, evaluations: list[str] | None = None) -> Figure:
+    """Reliability diagrams from a calibration table (``evaluation.analysis.calibration_table``): one panel per
+    evaluation (default: every one the run holds), accuracy in each of the table's equal-width confidence bins
+    as it is (filled bars) and after the validation-fitted temperature (black steps), against the diagonal of a
+    calibrated model; the title gives ECE before -> after and T. Empty bins are not drawn."""
+    rows = [r for r in table["rows"] if r["raw"] is not None
+            and (evaluations is None or r["evaluation"] in evaluations)]
+    if not rows:
+        raise ValueError("no evaluation with calibration data to draw")
+    ncols = min(4, len(rows))
+    fig, axes = new_figure(ncols, math.ceil(len(rows) / ncols), width=2.9, height=2.9)
+    for ax, r in zip(axes, rows):
+        raw = r["raw"]["overall"]["reliability"]
+        lo, hi = np.asarray(raw["lo"]), np.asarray(raw["hi"])
+        acc = 100 * np.asarray(raw["accuracy"], dtype=float)
+        seen = ~np.isnan(acc)                                    # an empty bin has no accuracy: not drawn
+        ax.bar(lo[seen], acc[seen], width=(hi - lo)[seen], align="edge", color=TDE_COLOR, alpha=0.55,
+               edgecolor="white", label="as it is")
+        title = f"ECE {100 * r['raw']['overall']['ece']:.1f}"
+        if r["scaled"] is not None:
+            acc_t = 100 * np.asarray(r["scaled"]["overall"]["reliability"]["accuracy"], dtype=float)
+            seen = ~np.isnan(acc_t)
+            ax.bar(lo[seen], acc_t[seen], width=(hi - lo)[seen], align="edge", fill=False, edgecolor="black",
+                   lw=1.2, label="after T (fitted on val)")
+            title += f" -> {100 * r['scaled']['overall']['ece']:.1f} (T {r['temperature']:.2g})"
+        ax.plot([0, 1], [0, 100], ls="--", color=BASE_COLOR, lw=1, label="calibrated")
+        ax.set(xlim=(0, 1), ylim=(0, 100), xlabel="confidence (max probability)")
+        ax.set_title(f"{r['evaluation']}\n{title}", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(rows):]:
+        ax.set_visible(False)
+    for ax in axes[::ncols]:
+        ax.set_ylabel("accuracy % in the bin")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncols=3)
+    fig.suptitle(f"reliability on the test set ({table['bins']} equal-width confidence bins; ECE in points)",
+                 fontsize=10)
+    return fig
+
+
 # --------------------------------------------------------------------------- momentum_direction.ipynb
 def _head_units(t: torch.Tensor, num_heads: int) -> torch.Tensor:
     """Per-head unit vectors, concatenated and scaled by 1/sqrt(H): a unit vector whose dot product with
