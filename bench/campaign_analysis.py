@@ -8,10 +8,15 @@ weights (``bench/results/campaign_e200/runs/<row>/evaluated.pt``): for each one,
 2. **label shift**: ``shift_table`` over every protocol prior (each method at its rule, its validation choice and
    its prior-aware choice, logit adjustment's oracle), and how far TDE's prior-aware alpha moves;
 3. **calibration**: ``calibration_table`` (15-bin ECE, NLL, before and after a validation-fitted temperature);
-4. **paired gaps**: ``paired_gaps`` against TDE at its rule (10,000 paired-bootstrap resamples, McNemar's exact p);
-5. **the unknown prior**: ``adaptation_table`` (EM and BBSE on ``--draws`` drawn test sets per prior).
+4. **paired gaps**: ``paired_gaps`` against the row's reference, TDE at its rule on a causal-norm head, else logit
+   adjustment at its rule (10,000 paired-bootstrap resamples, McNemar's exact p);
+5. **the unknown prior**: ``adaptation_table`` (EM and BBSE on ``--draws`` drawn test sets per prior; a row
+   without a validation split has none, and says so);
 
-Across each seed group (rows alike but for the seed: dataset, ratio, head, loss, precision, epochs), every
+and saves the label-shift, adaptation and reliability figures. A table that cannot be made for a row is
+replaced by one line saying why; the other rows go on.
+
+Across each seed group (``lt_kit compare``'s groups: every parameter but the seed equal, the same subset), every
 recorded row counts, weights or not: each evaluation's overall accuracy minus the reference's (TDE at its rule on a
 causal-norm head, else logit adjustment at its rule) from the recorded ``metrics.json``, seed by seed, with mean ±
 sample sd and whether its sign holds in every seed (``maths.paired.seed_gaps``).
@@ -25,6 +30,7 @@ them) to ``--out`` and the label-shift and adaptation figures to ``--out``/analy
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import math
 import shlex
@@ -43,14 +49,21 @@ from lt_kit.errors import LtKitError  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "campaign_e200"
 SKIP = {"seconds", "epochs_trained", "best_epoch", "world_size", "loss"}      # fit's bookkeeping, not scores
+MISSING = "missing"                     # a recorded value the recomputed metrics lack
 
 
 def differences(recorded, again, path: str = "") -> list[tuple[str, float]]:
     """(path, |difference|) of every number that differs between ``recorded`` and ``again`` (NaN equals NaN;
-    a value that is not a number and differs counts as inf); keys only one side has are not compared."""
+    a value that is not a number and differs counts as inf, and so does a recorded key (outside ``SKIP``) that
+    ``again`` lacks); keys only ``again`` has (added since) are not compared."""
     if isinstance(recorded, dict) and isinstance(again, dict):
-        return [d for k in recorded if k in again and k not in SKIP
-                for d in differences(recorded[k], again[k], f"{path}.{k}" if path else k)]
+        out = []
+        for k in recorded:
+            if k in SKIP:
+                continue
+            where = f"{path}.{k}" if path else k
+            out += differences(recorded[k], again[k], where) if k in again else [(f"{where} ({MISSING})", math.inf)]
+        return out
     if isinstance(recorded, list) and isinstance(again, list) and len(recorded) == len(again):
         return [d for i, (x, y) in enumerate(zip(recorded, again)) for d in differences(x, y, f"{path}[{i}]")]
     if isinstance(recorded, (int, float)) and isinstance(again, (int, float)) and not isinstance(recorded, bool):
@@ -61,69 +74,73 @@ def differences(recorded, again, path: str = "") -> list[tuple[str, float]]:
 
 
 def rescore(results: Path, row: str, work: Path, data_root: str) -> tuple[dict, dict, dict]:
-    """Copy the recorded row to ``work/row`` (kept: the caches are built once), rebuild its caches from
-    ``evaluated.pt`` and compare the recomputed metrics with the recorded ones. Returns (params, caches, check)."""
-    from lt_kit.evaluation.summary import summary
-    from lt_kit.training.score import run_caches
+    """Copy the recorded row to ``work/row``, rebuild its caches from ``evaluated.pt`` and compare the recomputed
+    metrics with the recorded ones. A copy made earlier from the same weights and metrics keeps its caches (built
+    once); any other is replaced. Returns (params, caches, check)."""
+    from lt_kit.training.score import run_caches, run_summary
     src, dst = results / "runs" / row, work / row
-    if not dst.is_dir():
+    same = dst.is_dir() and all((dst / f).is_file() and filecmp.cmp(src / f, dst / f, shallow=False)
+                                for f in ("evaluated.pt", "metrics.json", "params.yaml"))
+    if not same:
+        shutil.rmtree(dst, ignore_errors=True)
         shutil.copytree(src, dst)
     t = time.perf_counter()
-    params, caches = run_caches(dst, data_root=data_root)
+    again = json.loads(json.dumps(run_summary(dst, data_root=data_root)))       # builds the caches when missing
     built = time.perf_counter() - t
-    again = json.loads(json.dumps(summary(caches["test"], params["alpha"], caches["val"], caches["train"], params)))
+    params, caches = run_caches(dst, data_root=data_root)                         # loads them
     recorded = json.loads((src / "metrics.json").read_text())
     diff = differences(recorded, again)
     worst = max(diff, key=lambda d: d[1]) if diff else None
     check = {"identical": not diff, "numbers_differing": len(diff), "largest": worst,
-             "cache_seconds": round(built, 1), "compared": sorted(k for k in recorded if k in again and k not in SKIP)}
+             "caches": "loaded from an earlier rebuild of the same weights" if same else "rebuilt",
+             "cache_seconds": round(built, 1), "compared": sorted(k for k in recorded if k not in SKIP)}
     return params, caches, check
 
 
-def recorded_overall(metrics: dict) -> dict[str, float]:
-    """Overall accuracy of every evaluation a recorded ``metrics.json`` holds, under the analysis' names
-    (``softmax``, ``tde``, ``tde/val``, ``logit_adjust/rule``, ``crt/val`` ...)."""
-    from lt_kit.evaluation.summary import rule_metrics
-    out = {"softmax": metrics["softmax"]["overall"]}
-    if metrics.get("tde"):
-        out["tde"] = metrics["tde"]["overall"]
-    for name, e in metrics["methods"].items():
-        if "rule" in e and name != "tde":
-            rule = e["rule"]["metrics"] if e.get("kind") == "two-stage" else rule_metrics(metrics, name)
-            out[f"{name}/rule"] = rule["overall"]
-        if e.get("val"):
-            out[f"{name}/val"] = e["val"]["metrics"]["overall"]
-    return out
+def reference_of(evaluations) -> str:
+    """The evaluation a row's gaps are measured against: TDE at its rule where it applies, else logit
+    adjustment at its rule."""
+    return "tde" if "tde" in evaluations else "logit_adjust/rule"
 
 
-GROUP_KEYS = ("dataset", "imbalance_ratio", "head", "loss", "bf16", "epochs", "val_per_class")
+def run_tables(params: dict, caches: dict, draws: int) -> tuple[dict, dict]:
+    """Every analysis table of one row (``None`` for one that cannot be made) and why each missing one is."""
+    from lt_kit.evaluation.adaptation import adaptation_table
+    from lt_kit.evaluation.analysis import analyse, calibration_table, paired_gaps, shift_table
+    from lt_kit.views.plots import protocol_priors
+    a = analyse(params, caches)
+    makers = {"shift": lambda: shift_table(a, protocol_priors()), "calibration": lambda: calibration_table(a),
+              "gaps": lambda: paired_gaps(a, reference_of(a.evaluations)),
+              "adaptation": lambda: adaptation_table(a, None, draws=draws)}
+    tables, why = {}, {}
+    for name, make in makers.items():
+        try:
+            tables[name] = make()
+        except LtKitError as e:         # a linear head has no TDE, a run without a validation split no adaptation
+            tables[name], why[name] = None, str(e)
+    return tables, why
 
 
 def seed_groups(results: Path, rows: list[str]) -> list[dict]:
-    """The recorded rows grouped by everything but the seed (``GROUP_KEYS``), groups of two seeds or more, each
-    with every evaluation's per-seed gap to the group's reference (``maths.paired.seed_gaps``)."""
-    import yaml
-
+    """The recorded rows in ``lt_kit compare``'s groups (``runs.compare.group_runs``: all but the seed equal),
+    groups of two seeds or more, each with every evaluation's per-seed gap in overall accuracy to the group's
+    reference (:func:`reference_of`; ``maths.paired.seed_gaps``). Evaluations chosen on the test set are left out."""
     from lt_kit.maths.paired import seed_gaps
-    groups: dict[tuple, list] = {}
-    for row in rows:
-        run = results / "runs" / row
-        params = yaml.safe_load((run / "params.yaml").read_text())
-        key = tuple(params.get(k) for k in GROUP_KEYS)
-        groups.setdefault(key, []).append((params["seed"], row, recorded_overall(
-            json.loads((run / "metrics.json").read_text()))))
+    from lt_kit.runs.compare import group_runs, read_run
     out = []
-    for key, members in groups.items():
-        if len(members) < 2:
+    for g in group_runs(read_run(results / "runs" / r) for r in rows):
+        if len(g.runs) < 2:
             continue
-        members.sort()
-        reference = "tde" if all("tde" in m[2] for m in members) else "logit_adjust/rule"
-        names = list(dict.fromkeys(n for m in members for n in m[2]))
-        gaps = [{"evaluation": n, **seed_gaps([m[2][n] - m[2][reference] for m in members if n in m[2]]),
-                 "why": None} for n in names if n != reference]
-        out.append({"group": dict(zip(GROUP_KEYS, key)), "rows": [m[1] for m in members],
-                    "seeds": [m[0] for m in members], "reference": reference,
-                    "reference_overall": [m[2][reference] for m in members], "gaps": gaps})
+        runs = sorted(g.runs, key=lambda r: r.seed)
+        overall = [{k: e["overall"] for k, e in r.evaluations.items() if "test_chosen" not in k} for r in runs]
+        reference = reference_of(overall[0])
+        names = [n for n in dict.fromkeys(n for o in overall for n in o) if n != reference]
+        gaps = [{"evaluation": n, **seed_gaps([o[n] - o[reference] for o in overall if n in o and reference in o]),
+                 "why": None} for n in names]
+        out.append({"group": g.label, "params": {k: g.params.get(k) for k in ("dataset", "imbalance_ratio", "head",
+                                                                              "loss", "bf16", "epochs")},
+                    "rows": [r.path.name for r in runs], "seeds": [r.seed for r in runs], "reference": reference,
+                    "reference_overall": [o.get(reference) for o in overall], "gaps": gaps})
     return out
 
 
@@ -146,11 +163,10 @@ def main(argv=None) -> int:
     ap.add_argument("--note", default="", help="load note for the markdown")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from lt_kit.evaluation.adaptation import adaptation_table, format_adaptation
-    from lt_kit.evaluation.analysis import analyse, calibration_table, paired_gaps, shift_table
+    from lt_kit.evaluation.adaptation import format_adaptation
     from lt_kit.evaluation.analysis_text import format_calibration, format_gaps, format_seed_gaps, format_shift
     from lt_kit.views.adaptation import adaptation_figure
-    from lt_kit.views.plots import prior_figure, protocol_priors, reliability_figure, save_figure
+    from lt_kit.views.plots import prior_figure, reliability_figure, save_figure
     results_dir = Path(args.results)
     recorded = sorted(p.name for p in (results_dir / "runs").iterdir() if p.is_dir())
     weighted = [r for r in recorded if (results_dir / "runs" / r / "evaluated.pt").is_file()]
@@ -160,6 +176,10 @@ def main(argv=None) -> int:
             raise LtKitError(f"{r}: no recorded run with weights (rows with evaluated.pt: {', '.join(weighted)})")
     work, out = Path(args.work), Path(args.out or args.results)
     work.mkdir(parents=True, exist_ok=True)
+    shown = {"shift": ("Label shift", format_shift, prior_figure, "label_shift"),
+             "calibration": ("Calibration", format_calibration, reliability_figure, "reliability"),
+             "gaps": ("Paired gaps against the reference", format_gaps, None, None),
+             "adaptation": ("When the test prior is unknown", format_adaptation, adaptation_figure, "adaptation")}
     results, md = {}, []
     with CpuLoad() as load:
         for row in rows:
@@ -167,30 +187,25 @@ def main(argv=None) -> int:
             params, caches, check = rescore(results_dir, row, work, args.data_root)
             print(f"{row}: {check}", file=sys.stderr, flush=True)
             t = time.perf_counter()
-            a = analyse(params, caches)
-            shift = shift_table(a, protocol_priors())
-            cal = calibration_table(a)
-            gaps = paired_gaps(a, "tde")
-            adapt = adaptation_table(a, None, draws=args.draws)
+            tables, why = run_tables(params, caches, args.draws)
             seconds = round(time.perf_counter() - t, 1)
-            figs = out / "analysis" / row
-            save_figure(prior_figure(shift), figs / "label_shift.png")
-            save_figure(adaptation_figure(adapt), figs / "adaptation.png")
-            save_figure(reliability_figure(cal), figs / "reliability.png")
-            results[row] = {"rescore": check, "shift": shift, "calibration": cal, "gaps": gaps, "adaptation": adapt,
-                            "tde_prior_alpha": tde_alpha_moves(shift), "analysis_seconds": seconds}
+            results[row] = {"rescore": check, **tables, "why": why, "analysis_seconds": seconds,
+                            "tde_prior_alpha": tde_alpha_moves(tables["shift"]) if tables["shift"] else None}
             same = ("identical: every recorded number came back bit for bit" if check["identical"] else
                     f"{check['numbers_differing']} numbers differ, the largest by {check['largest'][1]:.3g} at "
                     f"`{check['largest'][0]}`")
             md += [f"## {row}", "",
-                   f"Re-scored from `evaluated.pt` (caches rebuilt in {check['cache_seconds']} s): {same} "
-                   f"(compared: {', '.join(check['compared'])}). The tables below took {seconds} s.", "",
-                   "### Label shift", "", "```", format_shift(shift), "```", "",
-                   "### Calibration", "", "```", format_calibration(cal), "```", "",
-                   "### Paired gaps against TDE at its rule", "", "```", format_gaps(gaps), "```", "",
-                   "### When the test prior is unknown", "", "```", format_adaptation(adapt), "```", "",
-                   f"Figures: `analysis/{row}/label_shift.png`, `analysis/{row}/adaptation.png`, "
-                   f"`analysis/{row}/reliability.png`.", ""]
+                   f"Re-scored from `evaluated.pt` (caches {check['caches']}, {check['cache_seconds']} s): {same} "
+                   f"(compared: {', '.join(check['compared'])}). The tables below took {seconds} s.", ""]
+            for key, (title, fmt, figure, name) in shown.items():
+                md += [f"### {title}", ""]
+                if tables[key] is None:
+                    md += [f"Not made: {why[key]}", ""]
+                    continue
+                md += ["```", fmt(tables[key]), "```", ""]
+                if figure is not None:
+                    save_figure(figure(tables[key]), out / "analysis" / row / f"{name}.png")
+                    md += [f"Figure: `analysis/{row}/{name}.png`.", ""]
     given = sys.argv[1:] if argv is None else argv      # the data's place on this machine is no part of it
     groups = seed_groups(results_dir, recorded)
     md += ["## Over the seeds, from the recorded metrics", "",
@@ -198,11 +213,8 @@ def main(argv=None) -> int:
            "same checkpoint, seed by seed (points); the paired intervals above need a row's caches, so they exist "
            "only for rows that keep their weights.", ""]
     for g in groups:
-        gr = g["group"]
         ref = ", ".join(f"{100 * v:.2f}" for v in g["reference_overall"])
-        md += [f"### {gr['dataset']} ratio {gr['imbalance_ratio']:g}, {gr['head']} head, loss {gr['loss']}, "
-               f"{'bf16' if gr['bf16'] else 'float32'}, {gr['epochs']} epochs: seeds "
-               f"{', '.join(map(str, g['seeds']))}", "",
+        md += [f"### {g['group']}: seeds {', '.join(map(str, g['seeds']))}", "",
                f"Rows {', '.join(g['rows'])}; the reference {g['reference']} scored {ref} %.", "",
                "```", format_seed_gaps(g["gaps"], g["reference"]), "```", ""]
     command = shlex.join(["python", "bench/campaign_analysis.py", *[("CIFAR" if a == args.data_root else a)

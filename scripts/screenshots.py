@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.run:                  # the notebooks' default run_dir, runs/train, relative to the kernel's folder
             shutil.copytree(args.run, root / "runs" / "train", ignore=shutil.ignore_patterns("checkpoint.pt"))
         # (notebook, viewport height, the cell at the top of the picture: counted from the notebook's end)
-        plan = [("train", 1250, 6), ("tde_explorer", 1250, 5), ("momentum_direction", 1700, 8), ("compare", 1250, 3)]
+        plan = [("train", 1250, 6), ("tde_explorer", 1250, 4), ("momentum_direction", 1700, 8), ("compare", 1250, 3)]
         plan = [step for step in (plan[1:] if args.run else plan) if not args.only or step[0] in args.only]
         with jupyter_lab(root) as (base, token), browser_page(1400, 1250) as page:
             for name, height, from_end in plan:

@@ -101,8 +101,9 @@ def test_reliability_figure_draws_each_evaluation_before_and_after_its_temperatu
             assert [b.get_height() for b in container] == pytest.approx(want), (r["evaluation"], key)
     few = reliability_figure(table, ["softmax", "tde"])
     assert [ax.get_title().split("\n")[0] for ax in few.axes if ax.get_visible()] == ["softmax", "tde"]
-    with pytest.raises(ValueError, match="no evaluation"):
-        reliability_figure(table, ["nothing"])
+    from lt_kit.errors import LtKitError
+    with pytest.raises(LtKitError, match="no calibration data for nothing; the table has: softmax, tde, tde/val"):
+        reliability_figure(table, ["softmax", "nothing"])
     from lt_kit.cli import main
     assert main(["calibration", "--run-dir", str(smoke_val_run), "--figure", str(tmp_path / "rel.png")]) == 0
     assert capsys.readouterr().out.rstrip().endswith(f"figure: {tmp_path / 'rel.png'}")

@@ -3,6 +3,7 @@ uninterrupted result, a recorded row never runs again, a lost run dir starts ove
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -297,7 +298,7 @@ def test_campaign_analysis_rescores_a_recorded_row_and_runs_every_table_on_it(tm
     assert set(row["tde_prior_alpha"]) == set(row["shift"]["priors"]) and row["adaptation"]["draws"] == 2
     md = (res / "analysis.md").read_text()
     for part in ("identical: every recorded number came back bit for bit", "### Label shift", "### Calibration",
-                 "### Paired gaps against TDE at its rule", "### When the test prior is unknown",
+                 "### Paired gaps against the reference", "### When the test prior is unknown",
                  "metrics only (recorded before weights were kept, no caches to analyse): cifar_s1",
                  "## Over the seeds, from the recorded metrics", "over seeds, against tde:"):
         assert part in md, part
@@ -308,17 +309,30 @@ def test_campaign_analysis_rescores_a_recorded_row_and_runs_every_table_on_it(tm
         campaign_analysis.main([*args, "--rows", "cifar_s1"])
     (group,) = out["seed_groups"]
     assert group["rows"] == ["cifar_s0", "cifar_s1"] and group["seeds"] == [0, 1] and group["reference"] == "tde"
-    overall = [campaign_analysis.recorded_overall(json.loads((res / "runs" / r / "metrics.json").read_text()))
-               for r in group["rows"]]
+    metrics = [json.loads((res / "runs" / r / "metrics.json").read_text()) for r in group["rows"]]
     gaps = {g["evaluation"]: g for g in group["gaps"]}
-    assert set(gaps) == set(overall[0]) - {"tde"} and {"softmax", "logit_adjust/rule", "crt/val"} <= set(gaps)
-    for name, g in gaps.items():                                    # each seed's overall minus TDE's, in points
-        assert g["gaps"] == pytest.approx([o[name] - o["tde"] for o in overall]) and g["n"] == 2, name
+    assert {"softmax", "tde/val", "logit_adjust/rule", "crt/val"} <= set(gaps) and "tde" not in gaps
+    assert not any("test_chosen" in n for n in gaps)                # chosen on the test set: never a result
+    for name, path in (("softmax", ("softmax",)), ("tde/val", ("methods", "tde", "val", "metrics")),
+                       ("crt/val", ("methods", "crt", "val", "metrics"))):   # each seed's minus TDE's, by hand
+        want = []
+        for m in metrics:
+            node = m
+            for k in path:
+                node = node[k]
+            want.append(node["overall"] - m["tde"]["overall"])
+        assert gaps[name]["gaps"] == pytest.approx(want) and gaps[name]["n"] == 2, name
     recorded = json.loads((res / "runs" / "cifar_s0" / "metrics.json").read_text())
     again = json.loads(json.dumps(recorded))
     again["tde"]["overall"] += 0.001
     assert campaign_analysis.differences(recorded, again) == [("tde.overall", pytest.approx(0.001))]
     assert campaign_analysis.differences(recorded, recorded) == []
+    del again["methods"]["crt"]["val"]                             # a recorded value the re-score lacks
+    assert ("methods.crt.val (missing)", math.inf) in campaign_analysis.differences(recorded, again)
+    # a second run reuses the caches of the same weights; other weights are copied afresh
+    assert campaign_analysis.main(args) == 0
+    assert json.loads((res / "analysis.json").read_text())["rows"]["cifar_s0"]["rescore"]["caches"] == \
+        "loaded from an earlier rebuild of the same weights"
 
 
 def test_speed_takes_200_epoch_seconds_from_recorded_rows(tmp_path):

@@ -372,7 +372,7 @@ def test_explorer_notebook_under_a_test_prior(val_run_copy, tmp_path, kernel):
     assert "tde/prior" in text and "prior-aware choices (validation split only)" in text        # the shift table
     assert "the control's last entry, estimated: EM from " in text                             # describe()
     # the prior unknown: 10 draws per protocol prior, EM / BBSE / oracle columns, the figure beside the others
-    assert "10 draws per prior from the" in text and "oracle" in text and "tde/prior" in text
+    assert "10 draws per prior from the" in text and "prior error (TV)" in text and "tde/prior alpha chosen:" in text
     assert "ECE@T" in text                                                                      # calibration
     for fig in ("methods", "tde_sweep_forward50", "label_shift", "tde_panel_forward50", "adaptation", "reliability"):
         assert (run / "figures" / f"{fig}.png").read_bytes().startswith(b"\x89PNG"), fig

@@ -297,6 +297,21 @@ def test_explorer_estimated_prior_chooses_on_the_estimate_and_scores_on_the_draw
         assert "knowing the drawn set's prior, the validation split chooses alpha" in ex.sweep_summary(ex.sweep(0.5))
         ex.render(prior="forward50")                                 # a named prior: no estimate drawn, no oracle
         assert not ex._est_line.get_visible() and ex.oracle_choice() is None and len(ex._oracle_mark.get_xdata()) == 0
+    assert ex.figure_name("sweep") == "tde_sweep_forward50"
+    ex.set_prior("estimated")
+    assert ex.figure_name("sweep") == "tde_sweep_estimated_bbse_backward10"
+    # a validation split without one class: no estimate (BBSE's confusion matrix, EM's calibration need every
+    # class); the entry is left out, asking for it says why, and the explorer stays where it was
+    keep = val.labels != 5
+    short = FeatureCache(val.features[keep], val.labels[keep], val.weight, val.direction, val.head, val.num_heads,
+                         val.cn_tau, val.gamma, val.train_counts, val.class_names, many_threshold=60, few_threshold=15)
+    ex = AlphaExplorer(cache, preset_alpha=1.0, val_cache=short, test_prior="forward10")
+    assert "estimated" not in ex.priors and "test prior 'estimated' is not available: " in ex.describe()
+    with pytest.raises(LtKitError, match="test prior 'estimated' is not available: .*class c5 has no validation"):
+        ex.set_prior("estimated")
+    assert ex.prior_name == "forward10" and ex.val_choice() is not None
+    with pytest.raises(LtKitError, match="test prior 'estimated' is not available"):
+        AlphaExplorer(cache, preset_alpha=1.0, val_cache=short, test_prior="estimated")
     plain = AlphaExplorer(cache, preset_alpha=1.0)
     assert "estimated" not in plain.priors and "no 'estimated' test prior: no validation split" in plain.describe()
     with pytest.raises(LtKitError, match="test prior 'estimated' needs a validation split"):
@@ -501,6 +516,8 @@ def test_check_parameters_rejects_unknown_and_ill_typed():
         check_parameters({**base, "estimator": "mle"}, EXPLORER_PARAMS)
     with pytest.raises(LtKitError, match="'estimate_from' must be one of backward50, .*, forward50, got 'estimated'"):
         check_parameters({**base, "estimate_from": "estimated"}, EXPLORER_PARAMS)
+    with pytest.raises(LtKitError, match="notebook parameter 'draws' must be >= 0, got -1"):
+        check_parameters({**base, "draws": -1}, EXPLORER_PARAMS)
     assert check_parameters({**base, "test_prior": "backward25"}, EXPLORER_PARAMS)["test_prior"] == "backward25"
     for bad in ("forwad50", "train", "forward3", ""):       # one line naming the control's priors, in its order
         with pytest.raises(LtKitError) as e:

@@ -116,6 +116,13 @@ def estimators_from_logits(test_logits, val_logits, val_labels, train_counts, cl
                            confusion_matrix(val.argmax(1).numpy(), y_val, c), len(y_val))
 
 
+def check_estimator(name: str) -> str:
+    """``name`` if it is one of :data:`ESTIMATORS`, else one line naming them."""
+    if name not in ESTIMATORS:
+        raise LtKitError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {name!r}")
+    return name
+
+
 @dataclass
 class DrawnEstimate:
     """One test set drawn to the prior ``source`` and that prior as an estimator reads it from the drawn images
@@ -142,8 +149,7 @@ def estimate_from_draw(est: PriorEstimators, test_labels, source: str, *, estima
     """Draw one test set to the prior ``source`` (``maths.draws``; the labels pick the images, as SADE's
     sub-sampling does) and estimate its prior with ``estimator`` from those images' logits only."""
     from lt_kit.maths.shift import named_prior
-    if estimator not in ESTIMATORS:
-        raise LtKitError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
+    check_estimator(estimator)
     y = np.asarray(test_labels)
     c = len(est.train_prior)
     counts, (idx,) = draw_test_sets(y, named_prior(source, est.train_prior), c, draws=1, seed=seed,

@@ -95,13 +95,14 @@ def run_analysis(run_dir, *, device: str | None = None, data_root: str | None = 
     return analyse(*run_caches(run_dir, device=device, data_root=data_root))
 
 
-def run_summary(run_dir, *, device: str | None = None) -> dict:
+def run_summary(run_dir, *, device: str | None = None, data_root: str | None = None) -> dict:
     """A finished run's ``metrics.json`` content recomputed from its feature caches with the current methods,
     the two-stage ones included (a missing cache, the training one of a run older than them for instance, is
-    built from ``evaluated.pt``). For tables; the run's own ``metrics.json`` is not rewritten."""
+    built from ``evaluated.pt``; ``data_root``: where its data lies here). For tables; the run's own
+    ``metrics.json`` is not rewritten."""
     from lt_kit.runs.rundir import read_json
     run = RunDir(run_dir)
-    params, caches = run_caches(run_dir, device=device)
+    params, caches = run_caches(run_dir, device=device, data_root=data_root)
     m = summary(caches["test"], params["alpha"], caches["val"], caches["train"], params)
     old = read_json(run / "metrics.json") if (run / "metrics.json").is_file() else {}
     keep = ("loss", "epochs_trained", "best_epoch", "seconds", "world_size")

@@ -17,8 +17,10 @@ curve, the strength chosen on the validation split re-weighted to the prior, and
 **"estimated"**, the control's last entry when the run has a validation split, is the case where nobody knows
 the prior: one test set is drawn to ``estimate_from`` (``forward50`` by default, SADE's sub-sampling), and its
 prior is estimated from those images' logits alone by EM or BBSE (``evaluation/adaptation.py``). Accuracies are
-those of the drawn set's true class frequencies; the validation split is re-weighted to the *estimate* to choose
-the strength (the oracle's choice, knowing the prior, is shown beside it); the estimate is drawn over the prior.
+those expected of a test set with the drawn set's class frequencies (per-class accuracy on the whole test set,
+weighted by them; ``lt_kit adapt`` scores the drawn images themselves); the validation split is re-weighted to the
+*estimate* to choose the strength (the oracle's choice, knowing the prior, is shown beside it); the estimate is
+drawn over the prior.
 """
 from __future__ import annotations
 
@@ -64,7 +66,8 @@ def check_test_prior(name: str, *, has_val: bool = True) -> str:
     valid = protocol_priors()
     if name == ESTIMATED and not has_val:
         raise LtKitError("test prior 'estimated' needs a validation split (the estimators' calibration and the "
-                         "strength's choice are measured on it); this run has none (train with val_per_class)")
+                         "strength's choice are measured on it); this run has none (train with --set "
+                         "val_per_class=N, or val_per_class in train.ipynb)")
     if name not in (*valid, ESTIMATED):
         raise LtKitError(f"test prior must be one of {', '.join(valid)} (the LADE / SADE test priors) or "
                          f"{ESTIMATED} (estimated from a drawn test set), got {name!r}")
@@ -98,10 +101,9 @@ class AlphaExplorer:
         # the priors, and the class groups the splits weight over (the same counts the metrics split on)
         self.priors = protocol_priors()
         self.prior_weights = {n: named_prior(n, cache.train_counts) for n in self.priors}
-        from lt_kit.evaluation.adaptation import ESTIMATORS
+        from lt_kit.evaluation.adaptation import check_estimator
         from lt_kit.maths.shift import check_prior_name
-        if estimator not in ESTIMATORS:            # refused whether or not "estimated" is in view
-            raise LtKitError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
+        check_estimator(estimator)                 # refused whether or not "estimated" is in view
         check_prior_name(estimate_from)
         self.estimated = None                      # DrawnEstimate: the "estimated" entry (needs a val split)
         self.no_estimate = "no validation split" if val_cache is None else None
@@ -109,9 +111,9 @@ class AlphaExplorer:
             try:
                 self.estimated = _drawn_estimate(cache, val_cache, estimate_from, estimator)
             except LtKitError as e:               # a test set too small for the draw, a class missing from val
+                self.no_estimate = f"test prior 'estimated' is not available: {e}"
                 if test_prior == ESTIMATED:
-                    raise
-                self.no_estimate = str(e)
+                    raise LtKitError(self.no_estimate) from None
             else:
                 self.priors.append(ESTIMATED)
                 self.prior_weights[ESTIMATED] = self.estimated.true  # accuracies: the drawn set's own prior
@@ -141,8 +143,10 @@ class AlphaExplorer:
 
     def set_prior(self, name: str) -> None:
         """Score under test prior ``name`` (one of :attr:`priors`); ``LtKitError`` naming them otherwise."""
-        self.prior_name = check_test_prior(name, has_val=self.val_cache is not None)
-        self.prior = self.prior_weights[name]
+        check_test_prior(name, has_val=self.val_cache is not None)
+        if name not in self.prior_weights:        # "estimated" when its draw or estimate failed: say why
+            raise LtKitError(self.no_estimate)
+        self.prior_name, self.prior = name, self.prior_weights[name]
 
     # ------------------------------------------------------------------ the test prior
     def at_prior(self, m: dict) -> dict:
@@ -243,7 +247,9 @@ class AlphaExplorer:
 
     def figure_name(self, what: str) -> str:
         """A figure's file name: ``tde_sweep``, or ``tde_sweep_forward50`` under another prior than uniform
-        (``tde_sweep_estimated``)."""
+        (``tde_sweep_estimated_em_forward50``: the estimator and the drawn set's prior)."""
+        if self.prior_name == ESTIMATED:
+            return f"{self.method}_{what}_{ESTIMATED}_{self.estimated.estimator}_{self.estimated.source}"
         return f"{self.method}_{what}" + ("" if self.prior_name == UNIFORM else f"_{self.prior_name}")
 
     @classmethod

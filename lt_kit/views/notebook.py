@@ -50,6 +50,7 @@ COMPARE_PARAMS: dict[str, tuple[type, str]] = {
     "strict": (bool, "stop at a folder that cannot be compared instead of skipping it"),
     "out_dir": (str, "folder for the table (compare.md, compare.csv) and the figures"),
 }
+NON_NEGATIVE = ("draws",)                    # counts a notebook parameter gives, 0 meaning "skip"
 # Path-valued parameters: resolved with base_dir() so a notebook finds the same files as the CLI.
 PATH_PARAMS = ("run_dir", "data_root", "train_list", "val_list", "test_list", "test_root", "val_root")
 _PAPERMILL_HEADER = "# Parameters"           # first line of the cell papermill injects
@@ -181,13 +182,15 @@ def check_train_parameters(namespace: dict) -> TrainJob:
 
 def choices(name: str) -> list[str] | None:
     """The values a notebook parameter may take when they are a fixed list (None: any value of its type)."""
+    from lt_kit.evaluation.adaptation import ESTIMATORS
+    from lt_kit.views.explorer import ESTIMATED
     from lt_kit.views.plots import protocol_priors
     if name == "test_prior":
-        return [*protocol_priors(), "estimated"]
+        return [*protocol_priors(), ESTIMATED]
     if name == "estimate_from":
         return protocol_priors()
     if name == "estimator":
-        return ["em", "bbse"]
+        return list(ESTIMATORS)
     return None
 
 
@@ -204,6 +207,8 @@ def check_parameters(namespace: dict, declared: dict[str, tuple]) -> dict[str, A
         valid = choices(k)
         if valid is not None and out[k] not in valid:
             raise LtKitError(f"notebook parameter {k!r} must be one of {', '.join(valid)}, got {out[k]!r}")
+        if k in NON_NEGATIVE and out[k] < 0:
+            raise LtKitError(f"notebook parameter {k!r} must be >= 0, got {out[k]!r}")
         if k in PATH_PARAMS:
             out[k] = resolve_path(out[k])
     return out

@@ -227,12 +227,16 @@ def prior_figure(table: dict, *, mark: str | None = None) -> Figure:
 def reliability_figure(table: dict, evaluations: list[str] | None = None) -> Figure:
     """Reliability diagrams from a calibration table (``evaluation.analysis.calibration_table``): one panel per
     evaluation (default: every one the run holds), accuracy in each of the table's equal-width confidence bins
-    as it is (filled bars) and after the validation-fitted temperature (black steps), against the diagonal of a
-    calibrated model; the title gives ECE before -> after and T. Empty bins are not drawn."""
-    rows = [r for r in table["rows"] if r["raw"] is not None
-            and (evaluations is None or r["evaluation"] in evaluations)]
-    if not rows:
-        raise ValueError("no evaluation with calibration data to draw")
+    as it is (filled bars) and after the validation-fitted temperature (outlined bars), against the diagonal of a
+    calibrated model; the title gives ECE before -> after and T. Empty bins are not drawn. An evaluation named in
+    ``evaluations`` that the table lacks is refused in one line naming the ones it has."""
+    from lt_kit.errors import LtKitError
+    have = [r["evaluation"] for r in table["rows"] if r["raw"] is not None]
+    unknown = [e for e in evaluations or () if e not in have]
+    if unknown or not have:
+        raise LtKitError(f"no calibration data for {', '.join(unknown) or 'any evaluation'}; the table has: "
+                         f"{', '.join(have) or 'none'}")
+    rows = [r for r in table["rows"] if r["evaluation"] in (evaluations or have)]
     ncols = min(4, len(rows))
     fig, axes = new_figure(ncols, math.ceil(len(rows) / ncols), width=2.9, height=2.9)
     for ax, r in zip(axes, rows):
