@@ -300,7 +300,8 @@ def test_campaign_analysis_rescores_a_recorded_row_and_runs_every_table_on_it(tm
     for part in ("identical: every recorded number came back bit for bit", "### Label shift", "### Calibration",
                  "### Paired gaps against the reference", "### When the test prior is unknown",
                  "metrics only (recorded before weights were kept, no caches to analyse): cifar_s1",
-                 "## Over the seeds, from the recorded metrics", "over seeds, against tde:"):
+                 "## Over the seeds, from the recorded metrics", "over seeds, against tde:",
+                 "| adapted method | test prior | unadapted | EM | BBSE | oracle | EM recovers | BBSE recovers |"):
         assert part in md, part
     assert "--data-root $CIFAR" in md and str(tmp_path / "data") not in md
     for fig in ("label_shift", "adaptation", "reliability"):
