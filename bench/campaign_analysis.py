@@ -180,7 +180,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="where analysis.md / .json and the figures go (default: --results)")
     ap.add_argument("--note", default="", help="load note for the markdown")
     args = ap.parse_args(argv)
+    before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        return _analyse(args, argv)
+    finally:
+        torch.set_num_threads(before)         # a caller in the same process (a test) keeps its thread count
+
+
+def _analyse(args, argv) -> int:
     from lt_kit.evaluation.adaptation import format_adaptation
     from lt_kit.evaluation.analysis_text import format_calibration, format_gaps, format_seed_gaps, format_shift
     from lt_kit.views.adaptation import adaptation_figure

@@ -288,7 +288,9 @@ def test_campaign_analysis_rescores_a_recorded_row_and_runs_every_table_on_it(tm
     before = sorted(p.name for p in (res / "runs" / "cifar_s0").iterdir())
     args = ["--data-root", str(tmp_path / "data"), "--results", str(res), "--work", str(tmp_path / "work"),
             "--draws", "2"]
-    assert campaign_analysis.main(args) == 0
+    threads = torch.get_num_threads()
+    assert campaign_analysis.main([*args, "--threads", str(threads % 2 + 1)]) == 0
+    assert torch.get_num_threads() == threads             # its --threads is its own: the caller's is given back
     assert sorted(p.name for p in (res / "runs" / "cifar_s0").iterdir()) == before        # no cache written there
     assert (tmp_path / "work" / "cifar_s0" / "features.pt").is_file()
     out = json.loads((res / "analysis.json").read_text())
