@@ -77,7 +77,8 @@ def rescore(results: Path, row: str, work: Path, data_root: str) -> tuple[dict, 
     """Copy the recorded row to ``work/row``, rebuild its caches from ``evaluated.pt`` and compare the recomputed
     metrics with the recorded ones. A copy made earlier from the same weights and metrics keeps its caches (built
     once); any other is replaced. Returns (params, caches, check)."""
-    from lt_kit.training.score import run_caches, run_summary
+    from lt_kit.evaluation.summary import summary
+    from lt_kit.training.score import run_caches
     src, dst = results / "runs" / row, work / row
     same = dst.is_dir() and all((dst / f).is_file() and filecmp.cmp(src / f, dst / f, shallow=False)
                                 for f in ("evaluated.pt", "metrics.json", "params.yaml"))
@@ -85,9 +86,10 @@ def rescore(results: Path, row: str, work: Path, data_root: str) -> tuple[dict, 
         shutil.rmtree(dst, ignore_errors=True)
         shutil.copytree(src, dst)
     t = time.perf_counter()
-    again = json.loads(json.dumps(run_summary(dst, data_root=data_root)))       # builds the caches when missing
+    params, caches = run_caches(dst, data_root=data_root)          # built from evaluated.pt when missing, once
     built = time.perf_counter() - t
-    params, caches = run_caches(dst, data_root=data_root)                         # loads them
+    # what fit wrote as metrics.json (its bookkeeping keys aside: SKIP), from the caches just read
+    again = json.loads(json.dumps(summary(caches["test"], params["alpha"], caches["val"], caches["train"], params)))
     recorded = json.loads((src / "metrics.json").read_text())
     diff = differences(recorded, again)
     worst = max(diff, key=lambda d: d[1]) if diff else None
