@@ -24,6 +24,6 @@ test: $(BIN)/.installed  ## lint, then the whole test suite (CPU; installs Chrom
 clean:
 	rm -rf $(VENV) runs
 
-screenshots: $(BIN)/.installed  ## re-take docs/img/*.png: runs the three notebooks in JupyterLab + Chromium
+screenshots: $(BIN)/.installed  ## re-take docs/img/*.png: runs the four notebooks in JupyterLab + Chromium
 	bash scripts/ensure-chromium.sh
 	$(BIN)/python scripts/screenshots.py --out docs/img

@@ -1,4 +1,4 @@
-"""Compare runs (lt_kit/compare.py): grouping, mean and sample sd against hand values, subset checksums,
+"""Compare runs (lt_kit/runs/compare.py): grouping, mean and sample sd against hand values, subset checksums,
 folders that cannot be compared, the CLI's formats, and compare.ipynb under papermill on trained runs."""
 from __future__ import annotations
 

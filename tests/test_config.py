@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -5,7 +6,8 @@ import pytest
 from lt_kit.config import DEFAULTS, PARAMS, load_params_file, parse_sets, resolve
 from lt_kit.errors import LtKitError
 
-PRESETS = sorted((Path(__file__).resolve().parents[1] / "params").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = sorted((ROOT / "params").glob("*.yaml"))
 
 
 def test_defaults_are_the_reference_cifar10_recipe():
@@ -68,3 +70,13 @@ def test_params_file_with_unknown_key(tmp_path):
     f.write_text("- a\n- b\n")
     with pytest.raises(LtKitError, match="flat mapping"):
         load_params_file(f)
+
+
+def test_parameters_page_lists_every_parameter():
+    """docs/parameters.md promises every parameter, each a table row with its type and default."""
+    page = (ROOT / "docs" / "parameters.md").read_text()
+    rows = {key: m.group(2) for m in re.finditer(r"^\| ((?:`\w+`(?:, )?)+) \| ([^|]+) \|", page, re.M)
+            for key in re.findall(r"`(\w+)`", m.group(1))}
+    assert sorted(set(PARAMS) - set(rows)) == []
+    for key, (_default, typ, _help) in PARAMS.items():
+        assert typ.__name__ in rows[key], (key, rows[key])
