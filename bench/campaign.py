@@ -7,6 +7,7 @@
     python bench/campaign.py table                             # rebuild the results from the recorded rows
     python bench/campaign.py headline --readme                 # the README's table, mean ± sd over seeds
     python bench/campaign.py rescore                           # recorded rows' methods again, from their caches
+    python bench/campaign.py precision                         # the bf16 twins against float32: the rule's verdict
 
 Each row is a normal lt_kit run dir under ``--runs`` (default ``~/.cache/lt_kit/<manifest name>``, outside the
 work tree so that a fresh clone on the same machine resumes it), trained by ``lt_kit.training.fit.fit`` with
@@ -32,6 +33,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -62,6 +64,28 @@ RECORDED_FILES = ("params.yaml", "metrics.json", "history.json", "version.json",
 # workers, whether CIFAR may be downloaded. A finished run is checked against its manifest row on everything else.
 MACHINE_KEYS = ("data_root", "device", "num_workers", "download")
 WEIGHT_KEYS = ("format", "model", "epoch", "signature")      # what evaluated.pt holds: no optimiser state
+# The rule that decides the CPU default precision, fixed before the bf16 twins had results (docs/performance.md,
+# "bf16 at 200 epochs"): over PAIRS_NEEDED seed pairs, bf16 minus float32 at both deciding evaluations must average
+# MEAN_BOUND points or better, and no pair may fall below SEED_BOUND.
+DECIDING = (("tde", "rule"), ("logit_adjust", "rule"))
+PAIRS_NEEDED, MEAN_BOUND, SEED_BOUND = 2, -0.5, -1.5
+TWIN_KEYS = ("dataset", "ratio", "head", "loss", "seed", "val_per_class", "epochs")
+
+
+def precision_verdict(diffs: dict[str, list[float]]) -> tuple[str, str]:
+    """(verdict, why) of the precision rule on ``diffs`` (deciding evaluation -> bf16 minus float32, in points,
+    one per seed pair): ``auto`` when every evaluation's mean is MEAN_BOUND or better and no pair is below
+    SEED_BOUND, ``float32`` when not, ``undecided`` while fewer than PAIRS_NEEDED pairs are recorded."""
+    n = min((len(v) for v in diffs.values()), default=0)
+    if n < PAIRS_NEEDED:
+        return "undecided", f"{n} of the {PAIRS_NEEDED} seed pairs the rule needs are recorded"
+    fails = [f"{k}: mean {sum(v) / len(v):+.2f} is below {MEAN_BOUND}" for k, v in diffs.items()
+             if sum(v) / len(v) < MEAN_BOUND]
+    fails += [f"{k}: a pair at {min(v):+.2f} is below {SEED_BOUND}" for k, v in diffs.items() if min(v) < SEED_BOUND]
+    if fails:
+        return "float32", "; ".join(fails)
+    return "auto", "; ".join(f"{k}: mean {sum(v) / len(v):+.2f}, lowest pair {min(v):+.2f}" for k, v in diffs.items()) \
+        + f" (bounds: mean {MEAN_BOUND}, any pair {SEED_BOUND})"
 
 
 def _rel(p: Path) -> str:
@@ -380,6 +404,57 @@ class Campaign:
                     "at or below the median training count. Made by `python bench/campaign.py headline`."]
         return "\n".join(out) + "\n"
 
+    def precision(self) -> str | None:
+        """The bf16 experiment: every recorded bf16 row beside its float32 twin (the recorded float32 row with the
+        same data set, ratio, head, loss, seed, split and epochs) at the deciding evaluations (DECIDING) and at
+        their validation choices, each run's training time, and the rule's verdict (:func:`precision_verdict`).
+        Written to ``precision.md``; None while no bf16 row is recorded."""
+        recs = self.recorded_rows()
+        is_bf16 = lambda m: m["bf16"] in (True, "true")                           # noqa: E731
+        twins = []
+        for rec in (r for r in recs if is_bf16(r["meta"])):
+            key = tuple(rec["meta"][k] for k in TWIN_KEYS)
+            fp32 = [r for r in recs if not is_bf16(r["meta"]) and tuple(r["meta"][k] for k in TWIN_KEYS) == key]
+            if fp32:
+                twins.append((fp32[0], rec))
+        if not twins:
+            return None
+
+        def acc(rec, method, how):
+            x = [r for r in rec["rows"] if (r["method"], r["how"]) == (method, how)]
+            return (100 * x[0]["metrics"]["overall"], x[0]["strength"]) if x else (float("nan"), None)
+
+        def timing(rec):
+            m, hist = rec["meta"], self.results / "runs" / rec["meta"]["row"] / "history.json"
+            secs = [e["seconds"] for e in json.loads(hist.read_text())] if hist.is_file() else []
+            med = f", median epoch {statistics.median(secs):.1f} s" if secs else ""
+            return f"{m['wall_seconds']:,.0f} s ({m['wall_seconds'] / 3600:.2f} h){med}, {m['machine']}"
+
+        evals = [*DECIDING, ("tde", "val"), ("logit_adjust", "val"), (None, "")]
+        out = ["| seed | evaluation | float32 | bf16 | bf16 − float32 | decides |", "|---|---|---:|---:|---:|---|"]
+        diffs: dict[str, list[float]] = {f"{m}/{h}": [] for m, h in DECIDING}
+        for fp, bf in twins:
+            for method, how in evals:
+                (a, sa), (b, sb) = acc(fp, method, how), acc(bf, method, how)
+                name = f"{method}/{how}" if method else "the head's own logits"
+                strength = f" ({sa:g} / {sb:g})" if how == "val" and sa is not None else ""
+                if (method, how) in DECIDING and a == a and b == b:
+                    diffs[name].append(b - a)
+                out.append(f"| {fp['meta']['seed']} | {name}{strength} | {a:.2f} | {b:.2f} | {b - a:+.2f} | "
+                           f"{'yes' if (method, how) in DECIDING else 'no'} |")
+        verdict, why = precision_verdict(diffs)
+        out += ["", "Training time (the sum of the epochs' seconds, history.json):", ""]
+        out += [f"- seed {fp['meta']['seed']}: float32 {timing(fp)}; bf16 {timing(bf)}"
+                for fp, bf in twins]
+        out += ["", f"**Verdict: {verdict}** ({why}). The rule (docs/performance.md, \"bf16 at 200 epochs\"): bf16 "
+                    f"becomes the CPU default (`bf16=auto`) when, over {PAIRS_NEEDED} seed pairs, bf16 − float32 "
+                    f"averages {MEAN_BOUND} points or better at TDE's rule (alpha 1) and at logit adjustment's rule "
+                    f"(tau 1), and no pair is below {SEED_BOUND}. The validation choices are shown, not used. Made by "
+                    "`python bench/campaign.py precision`."]
+        text = "\n".join(out) + "\n"
+        write_text(self.results / "precision.md", "# bf16 against float32 at 200 epochs\n\n" + text)
+        return text
+
     def write_headline(self) -> list[Path]:
         """The short table into README.md and the full one into docs/results.md, between their markers."""
         short, full = self.headline(short=True), self.headline()
@@ -410,7 +485,7 @@ class Campaign:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("command", choices=["run", "status", "table", "headline", "rescore", "stash"])
+    ap.add_argument("command", choices=["run", "status", "table", "headline", "rescore", "stash", "precision"])
     ap.add_argument("--manifest", default=str(ROOT / "bench" / "campaign_e200.yaml"))
     ap.add_argument("--runs", help="where the row run dirs live (default ~/.cache/lt_kit/<manifest name>)")
     ap.add_argument("--results", help="where finished rows are recorded (default bench/results/<manifest name>)")
@@ -439,6 +514,8 @@ def main(argv=None) -> None:
                 print("wrote " + ", ".join(str(p) for p in c.write_headline()))
     elif args.command == "rescore":
         print("rescored: " + (", ".join(c.rescore()) or "nothing (no recorded row's run dir is here)"))
+    elif args.command == "precision":
+        print(c.precision() or "no recorded bf16 row with a recorded float32 twin yet")
     elif args.command == "stash":
         print("stashed: " + (", ".join(c.stash()) or "nothing partial"))
     else:

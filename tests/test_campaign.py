@@ -352,3 +352,34 @@ def test_speed_takes_200_epoch_seconds_from_recorded_rows(tmp_path):
     assert speed.campaign_measured("cpu", rows) == {"campaign a (float32, M)": 12480.0}
     assert speed.campaign_measured("cuda", rows) == {"campaign c (bf16, M)": 31.0}
     assert speed.campaign_measured("cpu", tmp_path / "none") == {}
+
+
+def test_precision_rule_decides_only_on_enough_pairs_and_both_bounds():
+    """The bf16 rule of docs/performance.md: two pairs, mean -0.5 or better at both deciding evaluations, no pair
+    below -1.5."""
+    v = campaign.precision_verdict
+    assert v({"tde/rule": [-0.15], "logit_adjust/rule": [-0.13]})[0] == "undecided"
+    assert v({"tde/rule": [-0.15, -0.6], "logit_adjust/rule": [-0.13, 0.2]})[0] == "auto"          # mean -0.375
+    verdict, why = v({"tde/rule": [-0.15, -0.9], "logit_adjust/rule": [-0.13, 0.2]})                # mean -0.525
+    assert verdict == "float32" and "tde/rule: mean -0.53 is below -0.5" in why
+    verdict, why = v({"tde/rule": [1.2, -1.6], "logit_adjust/rule": [0.0, 0.0]})                     # mean fine
+    assert verdict == "float32" and why == "tde/rule: a pair at -1.60 is below -1.5"
+
+
+def test_precision_pairs_each_bf16_row_with_its_float32_twin(recorded_row, tmp_path):
+    """`campaign.py precision`: a recorded bf16 row beside the float32 row of the same seed, the differences read
+    from both rows' recorded metrics, and the verdict waiting for a second pair."""
+    shutil.copytree(recorded_row, tmp_path, dirs_exist_ok=True)
+    res = tmp_path / "res"
+    rec = json.loads((res / "rows" / "causal_s0.json").read_text())
+    rows = [{**r, "metrics": {**r["metrics"], "overall": r["metrics"]["overall"] - 0.004}} for r in rec["rows"]]
+    (res / "rows" / "causal_s0_bf16.json").write_text(json.dumps(
+        {"meta": {**rec["meta"], "row": "causal_s0_bf16", "bf16": True}, "rows": rows}))
+    c = _campaign(tmp_path, [*ROWS[:1], {"name": "causal_s0_bf16", "headline": False,
+                                         "set": {"head": "causal_norm", "seed": 0, "bf16": True}}])
+    text = c.precision()
+    tde = next(r for r in rec["rows"] if (r["method"], r["how"]) == ("tde", "rule"))["metrics"]["overall"]
+    assert f"| 0 | tde/rule | {100 * tde:.2f} | {100 * tde - 0.4:.2f} | -0.40 | yes |" in text
+    assert "| 0 | logit_adjust/rule |" in text and "**Verdict: undecided** (1 of the 2 seed pairs" in text
+    assert (res / "precision.md").read_text().endswith(text)
+    assert _campaign(tmp_path, ROWS[:1]).precision() is None        # no bf16 row in the manifest
