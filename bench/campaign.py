@@ -24,8 +24,8 @@ is recorded only while its manifest row still names the parameters it ran with. 
 rebuilt through ``lt_kit compare`` on the recorded runs: ``<name>.json`` and ``<name>.md``.
 
 ``stash`` copies each partial row's run dir (checkpoint included) into ``bench/results/<name>/partial/`` (ignored by
-git: checkpoints stay out of the repository) so that it can be carried to a machine that lacks ``--runs``; ``run``
-picks a stashed row up from there. Recording the row removes its stash.
+git: checkpoints stay out of the repository) so that it can be carried by hand to a machine that lacks ``--runs``;
+``run`` picks a stashed row up from there. Recording the row removes its stash.
 """
 from __future__ import annotations
 
