@@ -20,8 +20,10 @@ import yaml
 from lt_kit.cli import main
 from lt_kit.config import load_params_file, resolve
 from lt_kit.errors import LtKitError
+from lt_kit.precision import resolve_bf16
 from lt_kit.runs.compare import evaluations, mean_std, read_run
 from lt_kit.runs.rundir import RunDir, indices_checksum, subset_checksum
+from lt_kit.training.build import resolve_device
 from lt_kit.views.report import compare_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,10 +40,13 @@ def entry(acc: list[float]) -> dict:
 
 def make_run(path: Path, *, seed: int = 0, acc=(0.9, 0.8, 0.6, 0.4, 0.2), tde=(0.8, 0.8, 0.7, 0.6, 0.5),
              subset=range(185), methods: dict | None = None, alpha: float = 1.0, **params) -> Path:
-    """A finished run dir written by hand: params.yaml, metrics.json, subset indices (+ subset.json)."""
+    """A finished run dir written by hand: params.yaml, metrics.json, subset indices (+ subset.json).
+    bf16 is recorded as fit records it: ``auto`` resolved for the run's device on this machine."""
     run = RunDir(path)
     path.mkdir(parents=True)
-    (path / "params.yaml").write_text(yaml.safe_dump(resolve({"seed": seed, **params})))
+    resolved = resolve({"seed": seed, **params})
+    resolved["bf16"] = resolve_bf16(resolved["bf16"], resolve_device(resolved["device"]))
+    (path / "params.yaml").write_text(yaml.safe_dump(resolved))
     metrics = {"alpha": alpha, "head": "causal_norm", "softmax": entry(list(acc)), "tde": entry(list(tde)),
                "train_counts": COUNTS, "class_names": list("abcde"), "thresholds": {"many": 60, "few": 15}}
     if methods is not None:
@@ -384,8 +389,7 @@ def kernel(tmp_path_factory):
 
 def test_notebook_under_papermill(trained, tmp_path, kernel):
     out = tmp_path / "figs"
-    bf16 = yaml.safe_load((Path(trained[0]) / "params.yaml").read_text())["bf16"]    # as auto resolved it here
-    make_run(tmp_path / "hand" / "other", seed=0, lr=0.1, bf16=bf16)   # a second group (5 classes, by hand)
+    make_run(tmp_path / "hand" / "other", seed=0, lr=0.1)   # a second group (5 classes, by hand)
     (tmp_path / "hand" / "unfinished").mkdir()
     nb = pm.execute_notebook(str(NB), str(tmp_path / "compare.out.ipynb"), kernel_name=kernel, cwd=str(ROOT),
                              progress_bar=False, parameters={"runs": [*trained, str(tmp_path / "hand" / "*")],
