@@ -4,7 +4,8 @@ weights (``bench/results/campaign_e200/runs/<row>/evaluated.pt``): for each one,
 1. **re-score**: the run dir is copied to a work folder (never into the repository), its feature caches are
    rebuilt from ``evaluated.pt`` and the data (``--data-root``), and ``metrics.json`` is recomputed
    (``evaluation.summary.summary``, what ``fit`` wrote) and compared with the recorded one, value by value:
-   "identical" when every number is bit for bit the same, else the largest difference and where;
+   "identical" when every number is bit for bit the same, else the largest difference and where, and the
+   largest change of an overall accuracy (on another CPU kind, or bf16 emulated, kernels round differently);
 2. **label shift**: ``shift_table`` over every protocol prior (each method at its rule, its validation choice and
    its prior-aware choice, logit adjustment's oracle), and how far TDE's prior-aware alpha moves;
 3. **calibration**: ``calibration_table`` (15-bin ECE, NLL, before and after a validation-fitted temperature);
@@ -78,6 +79,7 @@ def rescore(results: Path, row: str, work: Path, data_root: str) -> tuple[dict, 
     metrics with the recorded ones. A copy made earlier from the same weights and metrics keeps its caches (built
     once); any other is replaced. Returns (params, caches, check)."""
     from lt_kit.evaluation.summary import summary
+    from lt_kit.precision import native_bf16_cpu
     from lt_kit.training.score import run_caches
     src, dst = results / "runs" / row, work / row
     same = dst.is_dir() and all((dst / f).is_file() and filecmp.cmp(src / f, dst / f, shallow=False)
@@ -94,9 +96,25 @@ def rescore(results: Path, row: str, work: Path, data_root: str) -> tuple[dict, 
     diff = differences(recorded, again)
     worst = max(diff, key=lambda d: d[1]) if diff else None
     check = {"identical": not diff, "numbers_differing": len(diff), "largest": worst,
+             "largest_overall": largest_overall(diff),
+             "bf16_emulated": bool(params.get("bf16")) and not native_bf16_cpu(),
              "caches": "loaded from an earlier rebuild of the same weights" if same else "rebuilt",
              "cache_seconds": round(built, 1), "compared": sorted(k for k in recorded if k not in SKIP)}
     return params, caches, check
+
+
+def largest_overall(diff: list[tuple[str, float]]) -> tuple[str, float] | None:
+    """Of ``differences``' output, the largest change of an overall accuracy (what a reader compares; a count of
+    predictions moves by whole images and says less), or None when none moved."""
+    moved = [d for d in diff if d[0].rsplit(".", 1)[-1] == "overall"]
+    return max(moved, key=lambda d: d[1]) if moved else None
+
+
+def overall_change(largest: tuple[str, float] | None) -> str:
+    """How far the recomputed overall accuracies moved: the largest change, in points, and where."""
+    if largest is None:
+        return "every overall accuracy came back the same"
+    return f"the largest change of an overall accuracy {100 * largest[1]:.2f} points, at `{largest[0]}`"
 
 
 def reference_of(evaluations) -> str:
@@ -105,8 +123,9 @@ def reference_of(evaluations) -> str:
     return "tde" if "tde" in evaluations else "logit_adjust/rule"
 
 
-def run_tables(params: dict, caches: dict, draws: int) -> tuple[dict, dict]:
-    """Every analysis table of one row (``None`` for one that cannot be made) and why each missing one is."""
+def run_tables(params: dict, caches: dict, draws: int) -> tuple[dict, dict, object]:
+    """Every analysis table of one row (``None`` for one that cannot be made), why each missing one is, and the
+    row's ``Analysis`` (for the comparisons across models)."""
     from lt_kit.evaluation.adaptation import adaptation_table
     from lt_kit.evaluation.analysis import analyse, calibration_table, paired_gaps, shift_table
     from lt_kit.views.plots import protocol_priors
@@ -120,7 +139,51 @@ def run_tables(params: dict, caches: dict, draws: int) -> tuple[dict, dict]:
             tables[name] = make()
         except LtKitError as e:         # a linear head has no TDE, a run without a validation split no adaptation
             tables[name], why[name] = None, str(e)
-    return tables, why
+    return tables, why, a
+
+
+ACROSS_KEYS = ("dataset", "imbalance_ratio", "bf16", "epochs")      # what two models compared must share
+
+
+def model_pairs(runs: dict) -> list[tuple[str, str]]:
+    """(reference row, other row) pairs of ``runs`` (row -> ``runs.compare.RunResult``) to compare across models:
+    the reference row holds TDE (a causal-norm head), the other does not, and both share the seed, the subset
+    and ``ACROSS_KEYS`` (so the headline's precisions and ratios never mix)."""
+    def key(r):
+        return [r.seed, r.subset["sha256"], *(r.params.get(k) for k in ACROSS_KEYS)]
+    return [(x, y) for x, rx in runs.items() for y, ry in runs.items()
+            if "tde" in rx.evaluations and "tde" not in ry.evaluations and key(rx) == key(ry)]
+
+
+def across_seed_groups(results: Path, rows: list[str]) -> list[dict]:
+    """TDE at its rule on one model against every evaluation of another model, seed by seed, from the recorded
+    metrics: every pair of ``lt_kit compare`` groups where one holds TDE and the other does not, on the same
+    subset and ``ACROSS_KEYS``, over the seeds both have (two or more). Each gap's mean ± sd and whether its sign
+    held in every seed (``maths.paired.seed_gaps``)."""
+    from lt_kit.maths.paired import seed_gaps
+    from lt_kit.runs.compare import group_runs, read_run
+    groups = group_runs(read_run(results / "runs" / r) for r in rows)
+    out = []
+    for g in groups:
+        for h in groups:
+            same = [k for k in ACROSS_KEYS if g.params.get(k) == h.params.get(k)]
+            if g is h or "tde" not in g.runs[0].evaluations or "tde" in h.runs[0].evaluations or \
+                    g.subset != h.subset or len(same) < len(ACROSS_KEYS):
+                continue
+            mine, theirs = ({r.seed: r for r in x.runs} for x in (g, h))
+            seeds = sorted(set(mine) & set(theirs))
+            if len(seeds) < 2:
+                continue
+            names = [n for n in dict.fromkeys(n for s in seeds for n in theirs[s].evaluations)
+                     if "test_chosen" not in n]
+            gaps = [{"evaluation": n, **seed_gaps([theirs[s].evaluations[n]["overall"] -
+                                                   mine[s].evaluations["tde"]["overall"]
+                                                   for s in seeds if n in theirs[s].evaluations]), "why": None}
+                    for n in names]
+            out.append({"reference_group": g.label, "other_group": h.label, "seeds": seeds,
+                        "reference": "tde", "rows": [[mine[s].path.name, theirs[s].path.name] for s in seeds],
+                        "gaps": gaps})
+    return out
 
 
 def seed_groups(results: Path, rows: list[str]) -> list[dict]:
@@ -192,6 +255,7 @@ def main(argv=None) -> int:
 
 def _analyse(args, argv) -> int:
     from lt_kit.evaluation.adaptation import format_adaptation
+    from lt_kit.evaluation.analysis import paired_gaps
     from lt_kit.evaluation.analysis_text import format_calibration, format_gaps, format_seed_gaps, format_shift
     from lt_kit.views.adaptation import adaptation_figure
     from lt_kit.views.plots import prior_figure, reliability_figure, save_figure
@@ -208,23 +272,26 @@ def _analyse(args, argv) -> int:
              "calibration": ("Calibration", format_calibration, reliability_figure, "reliability"),
              "gaps": ("Paired gaps against the reference", format_gaps, None, None),
              "adaptation": ("When the test prior is unknown", format_adaptation, adaptation_figure, "adaptation")}
-    results, md = {}, []
+    results, md, analyses = {}, [], {}
     with CpuLoad() as load:
         for row in rows:
             print(f"{row}: re-scoring from evaluated.pt", file=sys.stderr, flush=True)
             params, caches, check = rescore(results_dir, row, work, args.data_root)
             print(f"{row}: {check}", file=sys.stderr, flush=True)
             t = time.perf_counter()
-            tables, why = run_tables(params, caches, args.draws)
+            tables, why, analyses[row] = run_tables(params, caches, args.draws)
             seconds = round(time.perf_counter() - t, 1)
             results[row] = {"rescore": check, **tables, "why": why, "analysis_seconds": seconds,
                             "tde_prior_alpha": tde_alpha_moves(tables["shift"]) if tables["shift"] else None}
             same = ("identical: every recorded number came back bit for bit" if check["identical"] else
                     f"{check['numbers_differing']} numbers differ, the largest by {check['largest'][1]:.3g} at "
-                    f"`{check['largest'][0]}`")
+                    f"`{check['largest'][0]}`; " + overall_change(check['largest_overall']))
+            emulated = (" This bf16 row was scored on a CPU without native bf16 (oneDNN emulates it), so its caches,"
+                        " and the tables below, round differently from the machine that trained it." if
+                        check["bf16_emulated"] else "")
             md += [f"## {row}", "",
                    f"Re-scored from `evaluated.pt` (caches {check['caches']}, {check['cache_seconds']} s): {same} "
-                   f"(compared: {', '.join(check['compared'])}). The tables below took {seconds} s.", ""]
+                   f"(compared: {', '.join(check['compared'])}).{emulated} The tables below took {seconds} s.", ""]
             for key, (title, fmt, figure, name) in shown.items():
                 md += [f"### {title}", ""]
                 if tables[key] is None:
@@ -237,6 +304,18 @@ def _analyse(args, argv) -> int:
                 if figure is not None:
                     save_figure(figure(tables[key]), out / "analysis" / row / f"{name}.png")
                     md += [f"Figure: `analysis/{row}/{name}.png`.", ""]
+        from lt_kit.runs.compare import read_run
+        pairs = model_pairs({r: read_run(results_dir / "runs" / r) for r in analyses})
+        across = []
+        if pairs:
+            md += ["## Across models on the same seed, image by image", "",
+                   "TDE at its rule on the causal-norm row against every evaluation of another model's row of the "
+                   "same seed, subset, ratio and precision, on the same test images (paired bootstrap, "
+                   "McNemar's exact p): the training's difference and the post-hoc method's together.", ""]
+        for ref_row, other_row in pairs:
+            gaps = paired_gaps(analyses[ref_row], "tde", other=analyses[other_row])
+            across.append({"reference_row": ref_row, "other_row": other_row, "gaps": gaps})
+            md += [f"### {other_row} against TDE on {ref_row}", "", "```", format_gaps(gaps), "```", ""]
     given = sys.argv[1:] if argv is None else argv      # the data's place on this machine is no part of it
     groups = seed_groups(results_dir, recorded)
     md += ["## Over the seeds, from the recorded metrics", "",
@@ -248,6 +327,16 @@ def _analyse(args, argv) -> int:
         md += [f"### {g['group']}: seeds {', '.join(map(str, g['seeds']))}", "",
                f"Rows {', '.join(g['rows'])}; the reference {g['reference']} scored {ref} %.", "",
                "```", format_seed_gaps(g["gaps"], g["reference"]), "```", ""]
+    across_groups = across_seed_groups(results_dir, recorded)
+    if across_groups:
+        md += ["## Across models, over the seeds, from the recorded metrics", "",
+               "Each evaluation of one model minus TDE at its rule on the causal-norm model of the same seed "
+               "(points), over the seeds both have, on the same subset, ratio and precision.", ""]
+    for x in across_groups:
+        pairs_text = "; ".join(" and ".join(p) for p in x["rows"])
+        md += [f"### {x['other_group']} against TDE of {x['reference_group']}: seeds "
+               f"{', '.join(map(str, x['seeds']))}", "", f"Rows, seed by seed: {pairs_text}.", "",
+               "```", format_seed_gaps(x["gaps"], "tde"), "```", ""]
     command = shlex.join(["python", "bench/campaign_analysis.py", *[("CIFAR" if a == args.data_root else a)
                                                                      for a in given]]).replace("CIFAR", "$CIFAR")
     info = machine_info(torch.device("cpu"))
@@ -259,7 +348,8 @@ def _analyse(args, argv) -> int:
             f"- Rows with weights: {', '.join(weighted) or 'none'}; metrics only (recorded before weights were "
             f"kept, no caches to analyse): {', '.join(r for r in recorded if r not in weighted) or 'none'}", ""]
     for path in write_results(out, "analysis", {"machine": info, "command": command, "rows": results,
-                                                "seed_groups": groups},
+                                                "across_models": across, "seed_groups": groups,
+                                                "across_seed_groups": across_groups},
                               "\n".join(head + md)):
         print(f"wrote {path}", file=sys.stderr)
     return 0

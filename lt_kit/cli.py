@@ -187,6 +187,8 @@ def _analysis_parsers(sub) -> None:
                     "evaluation such as softmax, logit_adjust/val, crt/rule)")
     gp.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (default 0)")
     gp.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples (default 10000)")
+    gp.add_argument("--other-run", metavar="DIR", help="another model's run on the same test set: each of its "
+                    "evaluations against --against of --run-dir, image by image (e.g. TDE against a softmax model)")
     for q in (sh, ca, gp):
         q.add_argument("--run-dir", required=True, action="append" if q is gp else "store",
                        help="the run" + (" (repeat it for runs that differ only in seed: gaps over seeds)"

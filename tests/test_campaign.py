@@ -19,6 +19,7 @@ import campaign  # noqa: E402
 
 import lt_kit.training.fit as T  # noqa: E402
 from lt_kit.errors import LtKitError  # noqa: E402
+from lt_kit.precision import native_bf16_cpu  # noqa: E402
 
 
 def _manifest(tmp_path: Path, rows: list[dict]) -> Path:
@@ -297,6 +298,8 @@ def test_campaign_analysis_rescores_a_recorded_row_and_runs_every_table_on_it(tm
     assert list(out["rows"]) == ["cifar_s0"]
     row = out["rows"]["cifar_s0"]
     assert row["rescore"]["identical"] and {"softmax", "tde", "methods"} <= set(row["rescore"]["compared"])
+    bf16 = yaml.safe_load((res / "runs" / "cifar_s0" / "params.yaml").read_text())["bf16"]   # auto, as resolved here
+    assert row["rescore"]["bf16_emulated"] is (bf16 is True and not native_bf16_cpu())
     assert set(row["tde_prior_alpha"]) == set(row["shift"]["priors"]) and row["adaptation"]["draws"] == 2
     md = (res / "analysis.md").read_text()
     for part in ("identical: every recorded number came back bit for bit", "### Label shift", "### Calibration",
@@ -330,12 +333,51 @@ def test_campaign_analysis_rescores_a_recorded_row_and_runs_every_table_on_it(tm
     again["tde"]["overall"] += 0.001
     assert campaign_analysis.differences(recorded, again) == [("tde.overall", pytest.approx(0.001))]
     assert campaign_analysis.differences(recorded, recorded) == []
+    again["softmax"]["overall"] += 0.004
+    again["softmax"]["pred_counts"][0] += 40                       # counts move by whole images: not an accuracy
+    diff = campaign_analysis.differences(recorded, again)
+    assert campaign_analysis.largest_overall(diff) == ("softmax.overall", pytest.approx(0.004))
+    assert campaign_analysis.overall_change(campaign_analysis.largest_overall(diff)) == \
+        "the largest change of an overall accuracy 0.40 points, at `softmax.overall`"
+    assert campaign_analysis.largest_overall([("softmax.pred_counts[0]", 40.0)]) is None
     del again["methods"]["crt"]["val"]                             # a recorded value the re-score lacks
     assert ("methods.crt.val (missing)", math.inf) in campaign_analysis.differences(recorded, again)
     # a second run reuses the caches of the same weights; other weights are copied afresh
     assert campaign_analysis.main(args) == 0
     assert json.loads((res / "analysis.json").read_text())["rows"]["cifar_s0"]["rescore"]["caches"] == \
         "loaded from an earlier rebuild of the same weights"
+
+
+@pytest.mark.filterwarnings("ignore:bf16=true on a CPU without native bf16")     # the hand-made bf16 twin
+def test_campaign_analysis_pairs_models_of_one_seed_subset_and_precision(tmp_path):
+    """Across models: TDE's rule on the causal-norm rows against every evaluation of the linear rows, pairing
+    only rows of one seed, subset, ratio and precision (a bf16 twin, or a seed the other model lacks, stays out),
+    with each seed's gap the two recorded overall accuracies' difference."""
+    import campaign_analysis
+    from test_compare import make_run
+
+    from lt_kit.runs.compare import read_run
+    runs = tmp_path / "res" / "runs"
+    la = {"logit_adjust": {"label": "logit adj.", "rule": {"strength": 1.0, "metrics": {"overall": 0.0}}}}
+    for s, tde, soft, adj in ((0, 0.70, 0.60, 0.66), (1, 0.72, 0.58, 0.69), (2, 0.71, 0.5, 0.6)):
+        make_run(runs / f"causal_s{s}", seed=s, tde=[tde] * 5)
+        for name, extra in ((f"linear_s{s}", {}), (f"linear_s{s}_bf16", {"bf16": True})):
+            if s == 2 and not extra:
+                continue                                    # the linear model lacks seed 2 in float32
+            la["logit_adjust"]["rule"]["metrics"]["overall"] = adj
+            path = make_run(runs / name, seed=s, acc=[soft] * 5, head="linear", methods=la, **extra)
+            metrics = json.loads((path / "metrics.json").read_text())
+            del metrics["tde"]                              # a linear head has no TDE
+            (path / "metrics.json").write_text(json.dumps(metrics))
+    rows = sorted(p.name for p in runs.iterdir())
+    pairs = campaign_analysis.model_pairs({r: read_run(runs / r) for r in rows})
+    assert pairs == [("causal_s0", "linear_s0"), ("causal_s1", "linear_s1")]
+    (x,) = campaign_analysis.across_seed_groups(tmp_path / "res", rows)
+    assert x["seeds"] == [0, 1] and x["rows"] == [["causal_s0", "linear_s0"], ["causal_s1", "linear_s1"]]
+    gaps = {g["evaluation"]: g for g in x["gaps"]}
+    assert gaps["softmax"]["gaps"] == pytest.approx([0.60 - 0.70, 0.58 - 0.72]) and gaps["softmax"]["sign_holds"]
+    assert gaps["logit_adjust/rule"]["gaps"] == pytest.approx([0.66 - 0.70, 0.69 - 0.72])
+    assert "tde" not in gaps
 
 
 def test_speed_takes_200_epoch_seconds_from_recorded_rows(tmp_path):

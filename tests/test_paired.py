@@ -1,5 +1,9 @@
 """Paired gaps: the bootstrap interval (against scipy's paired bootstrap, and its coverage of a known gap),
-McNemar's exact test against scipy's binomial test, the gap over seeds, a run's gaps and the ``gap`` command."""
+McNemar's exact test against scipy's binomial test, the gap over seeds, a run's gaps, two runs' gaps and the
+``gap`` command."""
+import dataclasses
+import re
+
 import numpy as np
 import pytest
 from scipy.stats import binomtest, bootstrap
@@ -84,6 +88,27 @@ def test_a_runs_gaps_to_tde(smoke_run):
     assert over["softmax"]["n"] == 2 and over["softmax"]["sd"] == 0 and over["tde/val"]["why"] == NO_VAL
 
 
+def test_two_runs_paired_image_by_image(smoke_run, smoke_val_run):
+    """Another model's evaluations against this run's reference on the same test images: each gap is the other
+    run's accuracy minus the reference's, McNemar's b / c are counted across the two runs, and the other run's
+    own name for the reference is a row too (same name, another model); a test set in another order is refused."""
+    a, b = run_analysis(smoke_run), run_analysis(smoke_val_run)
+    result = paired_gaps(a, "tde", other=b, seed=0, n_resamples=2000)
+    rows = {r["evaluation"]: r for r in result["rows"]}
+    assert result["across_runs"] and "tde" in rows and "logit_adjust/val" in rows
+    assert rows["logit_adjust/val"]["why"] is None                 # the other run has a validation split
+    ref = a.correct("tde")
+    for name, r in rows.items():
+        ok = b.correct(name)
+        assert r["gap"] == pytest.approx(ok.mean() - ref.mean()) and r["low"] <= r["gap"] <= r["high"]
+        assert (r["b"], r["c"]) == (int((ok & ~ref).sum()), int((~ok & ref).sum()))
+    from lt_kit.evaluation.analysis_text import format_gaps
+    assert "of the first run; the evaluations are the other run's" in format_gaps(result).splitlines()[0]
+    b.test = dataclasses.replace(b.test, labels=b.test.labels.roll(1))
+    with pytest.raises(LtKitError, match=r"same test images in the same order; these differ in test labels"):
+        paired_gaps(a, "tde", other=b)
+
+
 def test_a_reference_not_in_the_run_lists_the_valid_ones(smoke_run):
     a = run_analysis(smoke_run)
     with pytest.raises(LtKitError, match=r"'tde/val' is not in this run \(no validation split\); valid: softmax, "
@@ -102,7 +127,12 @@ def test_gap_command(capsys, smoke_run, smoke_val_run):
     code, out, _ = _cli(capsys, "gap", "--run-dir", str(smoke_run), "--against", "softmax", "--resamples", "500")
     assert code == 0 and out.startswith(f"run dir: {smoke_run}\nreference: softmax")
     assert "95% interval" in out and "McNemar p" in out and "tde " in out
+    code, out, _ = _cli(capsys, "gap", "--run-dir", str(smoke_run), "--other-run", str(smoke_val_run),
+                        "--resamples", "500")
+    assert code == 0 and out.startswith(f"run dir: {smoke_run}\nother run: {smoke_val_run}\nreference: tde")
+    assert re.search(r"^logit_adjust/val .* \[[-+]\d", out, re.M)      # the other run's validation choice, paired
     for argv, match in ((["--against", "nope"], "evaluation 'nope' is not in this run; valid: softmax, tde"),
-                        (["--run-dir", str(smoke_val_run)], "differ only in seed")):
+                        (["--run-dir", str(smoke_val_run)], "differ only in seed"),
+                        (["--run-dir", str(smoke_val_run), "--other-run", str(smoke_val_run)], "give one --run-dir")):
         code, out, err = _cli(capsys, "gap", "--run-dir", str(smoke_run), *argv)
         assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1 and match in err

@@ -331,30 +331,49 @@ def _calibration_names(a: Analysis) -> list[str]:
 
 # --------------------------------------------------------------------------- paired gaps
 @single_threaded
-def paired_gaps(a: Analysis, reference: str = "tde", *, seed: int = 0, n_resamples: int = 10000,
-                confidence: float = 0.95) -> dict:
+def paired_gaps(a: Analysis, reference: str = "tde", *, other: Analysis | None = None, seed: int = 0,
+                n_resamples: int = 10000, confidence: float = 0.95) -> dict:
     """Every other fixed-strength evaluation against ``reference`` on the same test images: the accuracy gap
     (evaluation minus reference) with its paired-bootstrap ``confidence`` interval (seeded) and McNemar's exact
-    p. Returns ``{"reference", "reference_accuracy", "n_images", "seed", "confidence", "n_resamples", "rows":
-    [{"evaluation", "label", "accuracy", "gap", "low", "high", "b", "c", "p", "why"}]}`` (rows missing from the
-    run carry only ``why``)."""
+    p. With ``other`` (another run scored on the same test set: same images, same order), the evaluations are
+    that run's, every one of them, against ``reference`` of ``a``: two models compared image by image, as one
+    seed of each. Returns ``{"reference", "reference_accuracy", "n_images", "seed", "confidence", "n_resamples",
+    "across_runs", "rows": [{"evaluation", "label", "accuracy", "gap", "low", "high", "b", "c", "p", "why"}]}``
+    (rows missing from the run carry only ``why``)."""
     if reference not in a.evaluations:
         why = f" ({a.unavailable[reference]})" if reference in a.unavailable else ""
         raise LtKitError(f"evaluation {reference!r} is not in this run{why}; valid: {', '.join(a.names())}")
+    if other is not None:
+        check_same_test_set(a, other)
+    src = a if other is None else other
     ref = a.correct(reference)
     rows = []
-    for name in _calibration_names(a):
-        if name == reference:
+    for name in _calibration_names(src):
+        if name == reference and other is None:
             continue
-        if name not in a.evaluations:
-            rows.append({"evaluation": name, "label": name, "why": a.unavailable.get(name, "not in this run")})
+        if name not in src.evaluations:
+            rows.append({"evaluation": name, "label": name, "why": src.unavailable.get(name, "not in this run")})
             continue
-        ok = a.correct(name)
+        ok = src.correct(name)
         boot = paired_bootstrap(ok, ref, confidence=confidence, n_resamples=n_resamples, seed=seed)
-        rows.append({"evaluation": name, "label": a.evaluations[name].label, "accuracy": float(ok.mean()),
+        rows.append({"evaluation": name, "label": src.evaluations[name].label, "accuracy": float(ok.mean()),
                      **{k: boot[k] for k in ("gap", "low", "high")}, **mcnemar_exact(ok, ref), "why": None})
     return {"reference": reference, "reference_accuracy": float(ref.mean()), "n_images": int(ref.size),
-            "seed": seed, "confidence": confidence, "n_resamples": n_resamples, "rows": rows}
+            "seed": seed, "confidence": confidence, "n_resamples": n_resamples, "across_runs": other is not None,
+            "rows": rows}
+
+
+def check_same_test_set(a: Analysis, b: Analysis) -> None:
+    """Refuse a paired comparison of two runs that did not score the same test images in the same order (the
+    data set, its classes, and every test label position by position)."""
+    what = [k for k in ("dataset",) if a.params.get(k) != b.params.get(k)]
+    if a.test.class_names != b.test.class_names:
+        what.append("classes")
+    if a.test.labels.shape != b.test.labels.shape or not torch.equal(a.test.labels, b.test.labels):
+        what.append(f"test labels ({a.test.labels.numel()} against {b.test.labels.numel()} images, or another order)")
+    if what:
+        raise LtKitError(f"a paired gap between two runs needs the same test images in the same order; these "
+                         f"differ in {', '.join(what)}. Compare runs of one data set, scored by one lt_kit version")
 
 
 def seed_gap_table(runs: Sequence[dict]) -> list[dict]:

@@ -91,8 +91,9 @@ def format_gaps(result: dict) -> str:
     rows = result["rows"]
     width = max(22, *(len(r["evaluation"]) + 2 for r in rows)) if rows else 22
     c = round(100 * result["confidence"])
+    across = " of the first run; the evaluations are the other run's" if result.get("across_runs") else ""
     lines = [f"reference: {result['reference']} ({100 * result['reference_accuracy']:.2f}% of "
-             f"{result['n_images']} test images)",
+             f"{result['n_images']} test images){across}",
              f"{'evaluation':<{width}}{'acc':>8}{'gap':>8}{f'{c}% interval':>20}{'b':>7}{'c':>7}{'McNemar p':>11}"]
     for r in rows:
         if r["why"]:

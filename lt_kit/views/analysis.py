@@ -1,6 +1,7 @@
 """``python -m lt_kit shift | calibration | gap``: a run's accuracy under label shift, its calibration, and the
 paired gaps between its evaluations (``evaluation/analysis.py``), printed as text. ``gap`` given several run
-dirs of one configuration (differing only in seed) adds each evaluation's gap over the seeds.
+dirs of one configuration (differing only in seed) adds each evaluation's gap over the seeds; with
+``--other-run`` it pairs another model's evaluations, image by image, with the first run's reference.
 
 ``compare --against EVALUATION`` and ``compare --shift``: the same over each of compare's seed groups
 (:func:`seed_group_tables`), as text or markdown beside compare's table."""
@@ -41,6 +42,13 @@ def analysis_command(args) -> int:
         if args.figure:
             from lt_kit.views.plots import reliability_figure, save_figure
             print(f"figure: {save_figure(reliability_figure(table), args.figure)}")
+    elif getattr(args, "other_run", None):
+        if len(args.run_dir) > 1:
+            raise LtKitError("--other-run compares two runs: give one --run-dir (the reference's run) with it")
+        result = paired_gaps(run_analysis(args.run_dir[0], **where), args.against,
+                             other=run_analysis(args.other_run, **where), seed=args.seed, n_resamples=args.resamples)
+        print(f"run dir: {args.run_dir[0]}\nother run: {args.other_run}")
+        print(format_gaps(result))
     else:
         run_dirs = list(dict.fromkeys(args.run_dir))
         if len(run_dirs) > 1:
