@@ -14,13 +14,16 @@ weights (``bench/results/campaign_e200/runs/<row>/evaluated.pt``): for each one,
 5. **the unknown prior**: ``adaptation_table`` (EM and BBSE on ``--draws`` drawn test sets per prior; a row
    without a validation split has none, and says so);
 
-and saves the label-shift, adaptation and reliability figures. A table that cannot be made for a row is
+and saves the label-shift, adaptation and reliability figures. Rows of two models that share the seed, subset,
+ratio and precision (a causal-norm row and a softmax row) are then paired image by image: TDE's rule on the one
+against every evaluation of the other (``paired_gaps(..., other=...)``). A table that cannot be made for a row is
 replaced by one line saying why; the other rows go on.
 
 Across each seed group (``lt_kit compare``'s groups: every parameter but the seed equal, the same subset), every
 recorded row counts, weights or not: each evaluation's overall accuracy minus the reference's (TDE at its rule on a
 causal-norm head, else logit adjustment at its rule) from the recorded ``metrics.json``, seed by seed, with mean ±
-sample sd and whether its sign holds in every seed (``maths.paired.seed_gaps``).
+sample sd and whether its sign holds in every seed (``maths.paired.seed_gaps``); and across two models' groups
+(:func:`across_seed_groups`), TDE's rule on the one against every evaluation of the other, seed by seed.
 
 Rows without weights (recorded before ``evaluated.pt`` was kept) are listed as such: they have no caches, so
 none of this can be run on them. Writes ``analysis.json`` and ``analysis.md`` (the tables as the CLI prints
@@ -166,9 +169,8 @@ def across_seed_groups(results: Path, rows: list[str]) -> list[dict]:
     out = []
     for g in groups:
         for h in groups:
-            same = [k for k in ACROSS_KEYS if g.params.get(k) == h.params.get(k)]
             if g is h or "tde" not in g.runs[0].evaluations or "tde" in h.runs[0].evaluations or \
-                    g.subset != h.subset or len(same) < len(ACROSS_KEYS):
+                    g.subset != h.subset or any(g.params.get(k) != h.params.get(k) for k in ACROSS_KEYS):
                 continue
             mine, theirs = ({r.seed: r for r in x.runs} for x in (g, h))
             seeds = sorted(set(mine) & set(theirs))
