@@ -15,7 +15,7 @@ weights (``bench/results/campaign_e200/runs/<row>/evaluated.pt``): for each one,
    without a validation split has none, and says so);
 
 and saves the label-shift, adaptation and reliability figures. Rows of two models that share the seed, subset,
-ratio and precision (a causal-norm row and a softmax row) are then paired image by image: TDE's rule on the one
+ratio and precision (a causal-norm row and a row without TDE) are then paired image by image: TDE's rule on the one
 against every evaluation of the other (``paired_gaps(..., other=...)``). A table that cannot be made for a row is
 replaced by one line saying why; the other rows go on.
 
@@ -82,7 +82,6 @@ def rescore(results: Path, row: str, work: Path, data_root: str) -> tuple[dict, 
     metrics with the recorded ones. A copy made earlier from the same weights and metrics keeps its caches (built
     once); any other is replaced. Returns (params, caches, check)."""
     from lt_kit.evaluation.summary import summary
-    from lt_kit.precision import native_bf16_cpu
     from lt_kit.training.score import run_caches
     src, dst = results / "runs" / row, work / row
     same = dst.is_dir() and all((dst / f).is_file() and filecmp.cmp(src / f, dst / f, shallow=False)
@@ -100,10 +99,17 @@ def rescore(results: Path, row: str, work: Path, data_root: str) -> tuple[dict, 
     worst = max(diff, key=lambda d: d[1]) if diff else None
     check = {"identical": not diff, "numbers_differing": len(diff), "largest": worst,
              "largest_overall": largest_overall(diff),
-             "bf16_emulated": bool(params.get("bf16")) and not native_bf16_cpu(),
+             "bf16_emulated": bf16_emulated(params),
              "caches": "loaded from an earlier rebuild of the same weights" if same else "rebuilt",
              "cache_seconds": round(built, 1), "compared": sorted(k for k in recorded if k not in SKIP)}
     return params, caches, check
+
+
+def bf16_emulated(params: dict) -> bool:
+    """Whether a row trained in bf16 is re-scored here (on the CPU) without native bf16: oneDNN then emulates
+    bfloat16 and rounds otherwise than the machine that trained it, so its numbers need not come back."""
+    from lt_kit.precision import native_bf16_cpu
+    return params.get("bf16") is True and not native_bf16_cpu()
 
 
 def largest_overall(diff: list[tuple[str, float]]) -> tuple[str, float] | None:
@@ -150,8 +156,9 @@ ACROSS_KEYS = ("dataset", "imbalance_ratio", "bf16", "epochs")      # what two m
 
 def model_pairs(runs: dict) -> list[tuple[str, str]]:
     """(reference row, other row) pairs of ``runs`` (row -> ``runs.compare.RunResult``) to compare across models:
-    the reference row holds TDE (a causal-norm head), the other does not, and both share the seed, the subset
-    and ``ACROSS_KEYS`` (so the headline's precisions and ratios never mix)."""
+    the reference row holds TDE (a causal-norm head), the other does not (a linear head: plain softmax, the
+    logit-adjusted loss, LDAM-DRW), and both share the seed, the subset and ``ACROSS_KEYS`` (so the headline's
+    precisions and ratios never mix)."""
     def key(r):
         return [r.seed, r.subset["sha256"], *(r.params.get(k) for k in ACROSS_KEYS)]
     return [(x, y) for x, rx in runs.items() for y, ry in runs.items()

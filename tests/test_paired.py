@@ -107,6 +107,10 @@ def test_two_runs_paired_image_by_image(smoke_run, smoke_val_run):
     b.test = dataclasses.replace(b.test, labels=b.test.labels.roll(1))
     with pytest.raises(LtKitError, match=r"same test images in the same order; these differ in test labels"):
         paired_gaps(a, "tde", other=b)
+    b.test = dataclasses.replace(a.test, class_names=list(reversed(a.test.class_names)))
+    b.params = {**b.params, "dataset": "cifar10_lt"}
+    with pytest.raises(LtKitError, match=r"these differ in dataset, classes\. Compare runs of one data set"):
+        paired_gaps(a, "tde", other=b)
 
 
 def test_a_reference_not_in_the_run_lists_the_valid_ones(smoke_run):

@@ -43,11 +43,12 @@ def analysis_command(args) -> int:
             from lt_kit.views.plots import reliability_figure, save_figure
             print(f"figure: {save_figure(reliability_figure(table), args.figure)}")
     elif getattr(args, "other_run", None):
-        if len(args.run_dir) > 1:
+        run_dirs = list(dict.fromkeys(args.run_dir))
+        if len(run_dirs) > 1:
             raise LtKitError("--other-run compares two runs: give one --run-dir (the reference's run) with it")
-        result = paired_gaps(run_analysis(args.run_dir[0], **where), args.against,
+        result = paired_gaps(run_analysis(run_dirs[0], **where), args.against,
                              other=run_analysis(args.other_run, **where), seed=args.seed, n_resamples=args.resamples)
-        print(f"run dir: {args.run_dir[0]}\nother run: {args.other_run}")
+        print(f"run dir: {run_dirs[0]}\nother run: {args.other_run}")
         print(format_gaps(result))
     else:
         run_dirs = list(dict.fromkeys(args.run_dir))
