@@ -154,30 +154,30 @@ def run_tables(params: dict, caches: dict, draws: int) -> tuple[dict, dict, obje
 ACROSS_KEYS = ("dataset", "imbalance_ratio", "bf16", "epochs")      # what two models compared must share
 
 
+def pairable(x, y) -> bool:
+    """Whether run ``y`` (a ``runs.compare.RunResult``) is compared with TDE on run ``x`` across models: ``x``
+    holds TDE (a causal-norm head), ``y`` does not (a linear head: plain softmax, the logit-adjusted loss,
+    LDAM-DRW), and both share the subset and ``ACROSS_KEYS`` (so the headline's precisions and ratios never mix)."""
+    return ("tde" in x.evaluations and "tde" not in y.evaluations and x.subset["sha256"] == y.subset["sha256"]
+            and all(x.params.get(k) == y.params.get(k) for k in ACROSS_KEYS))
+
+
 def model_pairs(runs: dict) -> list[tuple[str, str]]:
-    """(reference row, other row) pairs of ``runs`` (row -> ``runs.compare.RunResult``) to compare across models:
-    the reference row holds TDE (a causal-norm head), the other does not (a linear head: plain softmax, the
-    logit-adjusted loss, LDAM-DRW), and both share the seed, the subset and ``ACROSS_KEYS`` (so the headline's
-    precisions and ratios never mix)."""
-    def key(r):
-        return [r.seed, r.subset["sha256"], *(r.params.get(k) for k in ACROSS_KEYS)]
-    return [(x, y) for x, rx in runs.items() for y, ry in runs.items()
-            if "tde" in rx.evaluations and "tde" not in ry.evaluations and key(rx) == key(ry)]
+    """(reference row, other row) pairs of ``runs`` (row -> ``runs.compare.RunResult``) of one seed that are
+    :func:`pairable`."""
+    return [(x, y) for x, rx in runs.items() for y, ry in runs.items() if rx.seed == ry.seed and pairable(rx, ry)]
 
 
-def across_seed_groups(results: Path, rows: list[str]) -> list[dict]:
+def across_seed_groups(groups: list) -> list[dict]:
     """TDE at its rule on one model against every evaluation of another model, seed by seed, from the recorded
-    metrics: every pair of ``lt_kit compare`` groups where one holds TDE and the other does not, on the same
-    subset and ``ACROSS_KEYS``, over the seeds both have (two or more). Each gap's mean ± sd and whether its sign
-    held in every seed (``maths.paired.seed_gaps``)."""
+    metrics: every pair of ``lt_kit compare`` groups (``runs.compare.group_runs``) that is :func:`pairable`, over
+    the seeds both have (two or more). Each gap's mean ± sd and whether its sign held in every seed
+    (``maths.paired.seed_gaps``)."""
     from lt_kit.maths.paired import seed_gaps
-    from lt_kit.runs.compare import group_runs, read_run
-    groups = group_runs(read_run(results / "runs" / r) for r in rows)
     out = []
     for g in groups:
         for h in groups:
-            if g is h or "tde" not in g.runs[0].evaluations or "tde" in h.runs[0].evaluations or \
-                    g.subset != h.subset or any(g.params.get(k) != h.params.get(k) for k in ACROSS_KEYS):
+            if not pairable(g.runs[0], h.runs[0]):          # a group's runs share all of it but the seed
                 continue
             mine, theirs = ({r.seed: r for r in x.runs} for x in (g, h))
             seeds = sorted(set(mine) & set(theirs))
@@ -195,14 +195,13 @@ def across_seed_groups(results: Path, rows: list[str]) -> list[dict]:
     return out
 
 
-def seed_groups(results: Path, rows: list[str]) -> list[dict]:
-    """The recorded rows in ``lt_kit compare``'s groups (``runs.compare.group_runs``: all but the seed equal),
-    groups of two seeds or more, each with every evaluation's per-seed gap in overall accuracy to the group's
-    reference (:func:`reference_of`; ``maths.paired.seed_gaps``). Evaluations chosen on the test set are left out."""
+def seed_groups(groups: list) -> list[dict]:
+    """The recorded rows' groups of ``lt_kit compare`` (``runs.compare.group_runs``: all but the seed equal) with
+    two seeds or more, each with every evaluation's per-seed gap in overall accuracy to the group's reference
+    (:func:`reference_of`; ``maths.paired.seed_gaps``). Evaluations chosen on the test set are left out."""
     from lt_kit.maths.paired import seed_gaps
-    from lt_kit.runs.compare import group_runs, read_run
     out = []
-    for g in group_runs(read_run(results / "runs" / r) for r in rows):
+    for g in groups:
         if len(g.runs) < 2:
             continue
         runs = sorted(g.runs, key=lambda r: r.seed)
@@ -266,6 +265,7 @@ def _analyse(args, argv) -> int:
     from lt_kit.evaluation.adaptation import format_adaptation
     from lt_kit.evaluation.analysis import paired_gaps
     from lt_kit.evaluation.analysis_text import format_calibration, format_gaps, format_seed_gaps, format_shift
+    from lt_kit.runs.compare import group_runs, read_run
     from lt_kit.views.adaptation import adaptation_figure
     from lt_kit.views.plots import prior_figure, reliability_figure, save_figure
     results_dir = Path(args.results)
@@ -313,8 +313,8 @@ def _analyse(args, argv) -> int:
                 if figure is not None:
                     save_figure(figure(tables[key]), out / "analysis" / row / f"{name}.png")
                     md += [f"Figure: `analysis/{row}/{name}.png`.", ""]
-        from lt_kit.runs.compare import read_run
-        pairs = model_pairs({r: read_run(results_dir / "runs" / r) for r in analyses})
+        runs = {r: read_run(results_dir / "runs" / r) for r in recorded}          # each row's files read once
+        pairs = model_pairs({r: runs[r] for r in analyses})
         across = []
         if pairs:
             md += ["## Across models on the same seed, image by image", "",
@@ -326,7 +326,8 @@ def _analyse(args, argv) -> int:
             across.append({"reference_row": ref_row, "other_row": other_row, "gaps": gaps})
             md += [f"### {other_row} against TDE on {ref_row}", "", "```", format_gaps(gaps), "```", ""]
     given = sys.argv[1:] if argv is None else argv      # the data's place on this machine is no part of it
-    groups = seed_groups(results_dir, recorded)
+    grouped = group_runs(runs.values())
+    groups = seed_groups(grouped)
     md += ["## Over the seeds, from the recorded metrics", "",
            "Every recorded row, weights or not. Gap = the evaluation's overall accuracy minus the reference's on the "
            "same checkpoint, seed by seed (points); the paired intervals above need a row's caches, so they exist "
@@ -336,7 +337,7 @@ def _analyse(args, argv) -> int:
         md += [f"### {g['group']}: seeds {', '.join(map(str, g['seeds']))}", "",
                f"Rows {', '.join(g['rows'])}; the reference {g['reference']} scored {ref} %.", "",
                "```", format_seed_gaps(g["gaps"], g["reference"]), "```", ""]
-    across_groups = across_seed_groups(results_dir, recorded)
+    across_groups = across_seed_groups(grouped)
     if across_groups:
         md += ["## Across models, over the seeds, from the recorded metrics", "",
                "Each evaluation of one model minus TDE at its rule on the causal-norm model of the same seed "

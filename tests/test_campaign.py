@@ -353,7 +353,7 @@ def test_campaign_analysis_pairs_models_of_one_seed_subset_and_precision(tmp_pat
     import campaign_analysis
     from test_compare import make_run
 
-    from lt_kit.runs.compare import read_run
+    from lt_kit.runs.compare import group_runs, read_run
     runs = tmp_path / "res" / "runs"
     la = {"logit_adjust": {"label": "logit adj.", "rule": {"strength": 1.0, "metrics": {"overall": 0.0}}}}
     for s, tde, soft, adj in ((0, 0.70, 0.60, 0.66), (1, 0.72, 0.58, 0.69), (2, 0.71, 0.5, 0.6)):
@@ -369,7 +369,7 @@ def test_campaign_analysis_pairs_models_of_one_seed_subset_and_precision(tmp_pat
     rows = sorted(p.name for p in runs.iterdir())
     pairs = campaign_analysis.model_pairs({r: read_run(runs / r) for r in rows})
     assert pairs == [("causal_s0", "linear_s0"), ("causal_s1", "linear_s1")]
-    (x,) = campaign_analysis.across_seed_groups(tmp_path / "res", rows)
+    (x,) = campaign_analysis.across_seed_groups(group_runs(read_run(runs / r) for r in rows))
     assert x["seeds"] == [0, 1] and x["rows"] == [["causal_s0", "linear_s0"], ["causal_s1", "linear_s1"]]
     gaps = {g["evaluation"]: g for g in x["gaps"]}
     assert gaps["softmax"]["gaps"] == pytest.approx([0.60 - 0.70, 0.58 - 0.72]) and gaps["softmax"]["sign_holds"]

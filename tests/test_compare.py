@@ -389,7 +389,7 @@ def kernel(tmp_path_factory):
 
 def test_notebook_under_papermill(trained, tmp_path, kernel):
     out = tmp_path / "figs"
-    make_run(tmp_path / "hand" / "other", seed=0, lr=0.1)   # a second group (5 classes, by hand)
+    make_run(tmp_path / "hand" / "other", seed=0, lr=0.1)              # a second group (5 classes, by hand)
     (tmp_path / "hand" / "unfinished").mkdir()
     nb = pm.execute_notebook(str(NB), str(tmp_path / "compare.out.ipynb"), kernel_name=kernel, cwd=str(ROOT),
                              progress_bar=False, parameters={"runs": [*trained, str(tmp_path / "hand" / "*")],

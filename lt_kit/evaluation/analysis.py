@@ -366,7 +366,7 @@ def paired_gaps(a: Analysis, reference: str = "tde", *, other: Analysis | None =
 def check_same_test_set(a: Analysis, b: Analysis) -> None:
     """Refuse a paired comparison of two runs that did not score the same test images in the same order (the
     data set, its classes, and every test label position by position)."""
-    what = [k for k in ("dataset",) if a.params.get(k) != b.params.get(k)]
+    what = ["dataset"] if a.params.get("dataset") != b.params.get("dataset") else []
     if a.test.class_names != b.test.class_names:
         what.append("classes")
     if a.test.labels.shape != b.test.labels.shape or not torch.equal(a.test.labels, b.test.labels):

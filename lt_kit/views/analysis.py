@@ -42,16 +42,17 @@ def analysis_command(args) -> int:
         if args.figure:
             from lt_kit.views.plots import reliability_figure, save_figure
             print(f"figure: {save_figure(reliability_figure(table), args.figure)}")
-    elif getattr(args, "other_run", None):
-        run_dirs = list(dict.fromkeys(args.run_dir))
-        if len(run_dirs) > 1:
-            raise LtKitError("--other-run compares two runs: give one --run-dir (the reference's run) with it")
-        result = paired_gaps(run_analysis(run_dirs[0], **where), args.against,
-                             other=run_analysis(args.other_run, **where), seed=args.seed, n_resamples=args.resamples)
-        print(f"run dir: {run_dirs[0]}\nother run: {args.other_run}")
-        print(format_gaps(result))
     else:
         run_dirs = list(dict.fromkeys(args.run_dir))
+        if args.other_run:
+            if len(run_dirs) > 1:
+                raise LtKitError("--other-run compares two runs: give one --run-dir (the reference's run) with it")
+            result = paired_gaps(run_analysis(run_dirs[0], **where), args.against,
+                                 other=run_analysis(args.other_run, **where), seed=args.seed,
+                                 n_resamples=args.resamples)
+            print(f"run dir: {run_dirs[0]}\nother run: {args.other_run}")
+            print(format_gaps(result))
+            return 0
         if len(run_dirs) > 1:
             check_one_group(run_dirs)
         results = []
